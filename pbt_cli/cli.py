@@ -1,0 +1,93 @@
+"""The `pbt` root: registers one command (or command group) per stage, and the global options. Nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from pbt_cli import __version__, console
+from pbt_cli.commands import env, generate
+from pbt_cli.config import find_config_argument, load_config_file, nest_default_map
+from pbt_cli.errors import PbtError
+
+app = typer.Typer(
+    name="pbt",
+    help="Persuasion-Balanced Training: dialogue trees -> preference pairs -> SFT + DPO -> evaluations.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals can hold tokens
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("generate", help=generate.HELP)(generate.generate)
+app.command("env", help=env.HELP)(env.env)
+
+# Flags that belong to the root but that users naturally type after the subcommand.
+GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--offline"}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pbt {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
+                                         help="More logs (-vv: library logs too); tracebacks on errors.")] = 0,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Warnings and errors only.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: use local files and the "
+                                          "Hugging Face cache (same as HF_HUB_OFFLINE=1).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    console.setup_logging(-1 if quiet else verbose)
+    if offline:
+        # Read by huggingface_hub, transformers and datasets when first imported (always later than here).
+        for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            os.environ[variable] = "1"
+
+
+def hoist_global_flags(argv: Sequence[str]) -> list[str]:
+    """Move -v/-q/--offline found after the subcommand to the front, where the root parses them."""
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    flags = [a for a in argv[:cut] if a in GLOBAL_FLAGS]
+    rest = [a for a in argv[:cut] if a not in GLOBAL_FLAGS]
+    return flags + rest + argv[cut:]
+
+
+def command_path(argv: Sequence[str]) -> list[str]:
+    """The subcommand names at the start of the arguments (after root flags)."""
+    path: list[str] = []
+    for token in argv:
+        if token.startswith("-"):
+            if path:
+                break
+            continue
+        path.append(token)
+        if token != "eval":  # the only command group
+            break
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = hoist_global_flags(sys.argv[1:] if argv is None else argv)
+    extra = {}
+    config_path = find_config_argument(args)
+    if config_path:
+        try:
+            extra["default_map"] = nest_default_map(command_path(args), load_config_file(config_path))
+        except PbtError as exc:
+            console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(exc.exit_code)
+    app(args, prog_name="pbt", **extra)
+
+
+if __name__ == "__main__":
+    main()

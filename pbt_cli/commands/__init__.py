@@ -1,0 +1,1 @@
+"""Thin command modules: parse options, build a frozen config, call the pipeline, render the result."""

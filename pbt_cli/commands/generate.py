@@ -1,0 +1,89 @@
+"""`pbt generate`: persuasion dialogue trees (SPEC.md section 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from pbt_cli import console
+from pbt_cli.commands import options as o
+from pbt_cli.data.questions import check_source
+from pbt_cli.models.resolve import check_spec
+from pbt_cli.pipeline.generate import GenerateConfig, run_generate
+
+HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumable)."
+
+
+@o.pbt_command
+def generate(
+    ctx: typer.Context,
+    model_a: Annotated[str, typer.Option("--model-a", help="Agent A (speaks first): short name, hub id or path.")],
+    model_b: Annotated[str, typer.Option("--model-b", help="Agent B: short name, hub id or path.")],
+    extractor_model: Annotated[str | None, typer.Option(
+        "--extractor-model", help="Model that extracts each turn's answer (default: agent B's).")] = None,
+    questions: Annotated[str, typer.Option(
+        "--questions", help="embedded:train|validation, trivia_qa:train|validation, hf:OWNER/NAME[:CONFIG]:SPLIT, "
+                            "or a .jsonl/.json file.")] = "embedded:train",
+    limit: Annotated[int | None, typer.Option("--limit", help="Use the first N questions after shuffling.")] = None,
+    shard_idx: Annotated[int, typer.Option("--shard-idx", help="Which shard of the selection to run (0-based).")] = 0,
+    num_shards: Annotated[int, typer.Option("--num-shards", help="Split the selection into this many shards.")] = 1,
+    max_turns: Annotated[int, typer.Option("--max-turns", help="Dialogue levels (A at even, B at odd).")] = 4,
+    both_first: Annotated[bool, typer.Option("--both-first/--no-both-first",
+                                             help="B opens without seeing A's opening.")] = True,
+    split: Annotated[Literal["train", "eval"], typer.Option(
+        "--split", help="train: persona branching; eval: standard persona, one path.")] = "train",
+    deterministic: Annotated[bool, typer.Option("--deterministic", help="Greedy decoding for every turn.")] = False,
+    temperature: o.Temperature = 0.7,
+    top_p: o.TopP = 1.0,
+    top_k: o.TopK = 0,
+    max_new_tokens: o.MaxNewTokens = 80,
+    min_new_tokens: o.MinNewTokens = 8,
+    extraction_max_new_tokens: Annotated[int, typer.Option(
+        "--extraction-max-new-tokens", help="Token budget of each answer extraction.", rich_help_panel=o.SAMPLING)] = 16,
+    trees_per_batch: Annotated[int, typer.Option(
+        "--trees-per-batch", help="Trees expanded together; each finished group is written at once.",
+        rich_help_panel=o.BACKEND)] = 32,
+    out: Annotated[Path, typer.Option("--out", help="Output folder (trees JSONL + manifest).")] = Path("trees"),
+    overwrite: o.Overwrite = False,
+    seed: o.Seed = 42,
+    dtype: o.Dtype = "auto",
+    device_map: o.DeviceMap = "auto",
+    load_in_8bit: o.LoadIn8bit = False,
+    load_in_4bit: o.LoadIn4bit = False,
+    bnb_4bit_quant_type: o.QuantType = "nf4",
+    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
+    bnb_4bit_use_double_quant: o.DoubleQuant = False,
+    trust_remote_code: o.TrustRemoteCode = False,
+    attn_implementation: o.AttnImplementation = None,
+    backend: o.Backend = "transformers",
+    batch_size: o.BatchSize = 64,
+    max_batch_tokens: o.MaxBatchTokens = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    gpu_memory_utilization: o.GpuMemory = None,
+    max_model_len: o.MaxModelLen = None,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    params = ctx.params
+    cfg = GenerateConfig(
+        model_a=o.model_spec_from(params, "model_a"), model_b=o.model_spec_from(params, "model_b"),
+        extractor=o.model_spec_from(params, "extractor_model"), questions=questions, limit=limit, seed=seed,
+        shard_idx=shard_idx, num_shards=num_shards, max_turns=max_turns, both_first=both_first, split=split,
+        deterministic=deterministic, sampling=o.sampling_from(params), extraction_max_new_tokens=extraction_max_new_tokens,
+        trees_per_batch=trees_per_batch, out=out, overwrite=overwrite, backend=o.backend_options_from(params),
+    )
+    for spec in (cfg.model_a, cfg.model_b, cfg.extractor_spec):
+        check_spec(spec)
+    check_source(questions)
+    if dry_run:
+        o.print_dry_run("pbt generate", cfg)
+        return
+    with console.RichProgress() as progress:
+        result = run_generate(cfg, progress=progress)
+    rate = result.generated_tokens / result.seconds if result.seconds else 0.0
+    console.stderr.print(
+        f"[green]done[/]: {result.written} trees written ({result.turns} turns, {result.generated_tokens} tokens, "
+        f"{rate:,.0f} tok/s), {result.already_done} already there, {result.selected} in this shard -> "
+        f"{result.trees_path}", highlight=False)

@@ -1,0 +1,169 @@
+"""Options shared by several commands, defined once so they are spelled the same everywhere.
+
+Each alias is an `Annotated` type a command uses as a parameter annotation; the `*_from` builders
+turn the parsed values (`ctx.params`) into the frozen specs the pipelines take.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from pbt_cli import console
+from pbt_cli.config import check_config_keys, dump_yaml
+from pbt_cli.errors import PbtError
+from pbt_cli.models.backends import BackendOptions
+from pbt_cli.models.backends.base import Sampling
+from pbt_cli.models.spec import LoadOptions, ModelSpec, QuantizationSpec
+
+LOADING = "Model loading (every model of the command)"
+BACKEND = "Generation backend"
+SAMPLING = "Sampling"
+RUN = "Run control"
+
+# --- run control ---------------------------------------------------------------------------------
+ConfigFile = Annotated[Path | None, typer.Option(
+    "--config", help="YAML file of option values (keys as option names); flags on the command line win.",
+    rich_help_panel=RUN)]
+DryRun = Annotated[bool, typer.Option(
+    "--dry-run", help="Resolve and check the configuration, print it, and exit without loading any model.",
+    rich_help_panel=RUN)]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Replace an existing output made with other settings (otherwise refused).",
+    rich_help_panel=RUN)]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (question order, personas, sampling, splits).",
+                                   rich_help_panel=RUN)]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the results JSON to stdout instead of a table.",
+                                       rich_help_panel=RUN)]
+
+# --- model loading -------------------------------------------------------------------------------
+Revision = Annotated[str | None, typer.Option(
+    "--revision", help="Hub revision (branch, tag or commit) of --model; `name@revision` works too.")]
+Adapter = Annotated[str | None, typer.Option(
+    "--adapter", help="PEFT adapter (folder or hub id) to load on top of --model.")]
+ChatTemplate = Annotated[Path | None, typer.Option(
+    "--chat-template", help="Jinja chat template file that replaces the tokenizer's own.")]
+Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], typer.Option(
+    "--dtype", help="Weight and compute dtype; auto = bfloat16 on GPUs that support it, float32 on CPU.",
+    rich_help_panel=LOADING)]
+DeviceMap = Annotated[Literal["auto", "cpu", "cuda"], typer.Option(
+    "--device-map", help="Where weights go; auto spreads over the visible GPUs, or uses the CPU without one.",
+    rich_help_panel=LOADING)]
+LoadIn8bit = Annotated[bool, typer.Option("--load-in-8bit", help="Quantize base weights to 8-bit (bitsandbytes).",
+                                          rich_help_panel=LOADING)]
+LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit", help="Quantize base weights to 4-bit (bitsandbytes).",
+                                          rich_help_panel=LOADING)]
+QuantType = Annotated[Literal["nf4", "fp4"], typer.Option("--bnb-4bit-quant-type", help="4-bit data type.",
+                                                          rich_help_panel=LOADING)]
+ComputeDtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], typer.Option(
+    "--bnb-4bit-compute-dtype", help="Compute dtype of 4-bit layers (auto = --dtype's).", rich_help_panel=LOADING)]
+DoubleQuant = Annotated[bool, typer.Option("--bnb-4bit-use-double-quant/--no-bnb-4bit-use-double-quant",
+                                           help="Also quantize the 4-bit quantization constants.",
+                                           rich_help_panel=LOADING)]
+TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code/--no-trust-remote-code",
+                                               help="Allow model code from the hub to run (off by default).",
+                                               rich_help_panel=LOADING)]
+AttnImplementation = Annotated[str | None, typer.Option(
+    "--attn-implementation", help="transformers attention kernel (sdpa, eager, flash_attention_2).",
+    rich_help_panel=LOADING)]
+
+# --- generation backend --------------------------------------------------------------------------
+Backend = Annotated[Literal["transformers", "vllm"], typer.Option(
+    "--backend", help="transformers (batched, KV cache) or vllm (pip install 'pbt_cli[vllm]').",
+    rich_help_panel=BACKEND)]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="Most conversations in one generate call.",
+                                        rich_help_panel=BACKEND)]
+MaxBatchTokens = Annotated[int | None, typer.Option(
+    "--max-batch-tokens", help="Cap on rows x (longest prompt + max new tokens) per generate call.",
+    rich_help_panel=BACKEND)]
+TensorParallel = Annotated[int, typer.Option("--tensor-parallel-size", help="GPUs per vLLM engine.",
+                                             rich_help_panel=BACKEND)]
+GpuMemory = Annotated[float | None, typer.Option(
+    "--gpu-memory-utilization", help="Share of GPU memory per vLLM engine (default: 0.9 split between engines).",
+    rich_help_panel=BACKEND)]
+MaxModelLen = Annotated[int | None, typer.Option("--max-model-len", help="vLLM context length cap.",
+                                                 rich_help_panel=BACKEND)]
+
+# --- sampling ------------------------------------------------------------------------------------
+Temperature = Annotated[float, typer.Option("--temperature", help="0 = greedy.", rich_help_panel=SAMPLING)]
+TopP = Annotated[float, typer.Option("--top-p", rich_help_panel=SAMPLING)]
+TopK = Annotated[int, typer.Option("--top-k", help="0 = no top-k filtering.", rich_help_panel=SAMPLING)]
+MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=SAMPLING)]
+MinNewTokens = Annotated[int, typer.Option("--min-new-tokens", rich_help_panel=SAMPLING)]
+
+
+# --- builders ------------------------------------------------------------------------------------
+
+
+def load_options_from(params: dict[str, Any]) -> LoadOptions:
+    quantization = QuantizationSpec(
+        load_in_8bit=params.get("load_in_8bit", False), load_in_4bit=params.get("load_in_4bit", False),
+        bnb_4bit_quant_type=params.get("bnb_4bit_quant_type", "nf4"),
+        bnb_4bit_compute_dtype=params.get("bnb_4bit_compute_dtype", "auto"),
+        bnb_4bit_use_double_quant=params.get("bnb_4bit_use_double_quant", False),
+    )
+    return LoadOptions(dtype=params.get("dtype", "auto"), device_map=params.get("device_map", "auto"),
+                       quantization=quantization, trust_remote_code=params.get("trust_remote_code", False),
+                       attn_implementation=params.get("attn_implementation"))
+
+
+def backend_options_from(params: dict[str, Any]) -> BackendOptions:
+    return BackendOptions(backend=params.get("backend", "transformers"), batch_size=params.get("batch_size", 64),
+                          max_batch_tokens=params.get("max_batch_tokens"),
+                          tensor_parallel_size=params.get("tensor_parallel_size", 1),
+                          gpu_memory_utilization=params.get("gpu_memory_utilization"),
+                          max_model_len=params.get("max_model_len"))
+
+
+def sampling_from(params: dict[str, Any], seed: int | None = None) -> Sampling:
+    return Sampling(temperature=params["temperature"], top_p=params.get("top_p", 1.0), top_k=params.get("top_k", 0),
+                    max_new_tokens=params["max_new_tokens"], min_new_tokens=params.get("min_new_tokens", 0),
+                    seed=seed)
+
+
+def model_spec_from(params: dict[str, Any], key: str, *, with_overrides: bool = False) -> ModelSpec | None:
+    """The ModelSpec for option `key`; `with_overrides` applies --revision/--adapter/--chat-template."""
+    name = params.get(key)
+    if not name:
+        return None
+    load = load_options_from(params)
+    if with_overrides:
+        return ModelSpec.parse(name, load=load, revision=params.get("revision"), adapter=params.get("adapter"),
+                               chat_template=params.get("chat_template"))
+    return ModelSpec.parse(name, load=load)
+
+
+# --- the command wrapper -------------------------------------------------------------------------
+
+
+def pbt_command(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command body with the project's error conventions.
+
+    A `PbtError` prints one line on stderr and exits with code 2 (a traceback too with -v);
+    Ctrl-C says how to resume. The wrapped function must take `ctx: typer.Context` first.
+    """
+
+    @functools.wraps(function)
+    def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> Any:
+        try:
+            check_config_keys(ctx)
+            return function(ctx, *args, **kwargs)
+        except PbtError as exc:
+            if console.verbosity() > 0:
+                console.stderr.print_exception(show_locals=False)
+            console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            console.stderr.print("[yellow]interrupted[/]; rerun the same command to resume", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def print_dry_run(title: str, config: Any) -> None:
+    console.stderr.print(f"[bold]dry run[/]: {title} (configuration is valid; nothing was loaded)")
+    console.stdout.print(dump_yaml(config), end="", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,94 @@
+"""Answer normalisation and matching (SPEC.md section 2 and section 4 step 2).
+
+The normaliser follows TriviaQA's official scoring rule so that accuracies are comparable with
+the paper: lower-case, underscores to spaces, punctuation to spaces, drop the articles a/an/the,
+collapse white space. Predicted answers are cleaned first (a trailing parenthetical and trailing
+punctuation go), because extractors often answer "Canberra (the capital)." where the gold alias
+is "canberra".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+
+# The special answers an extractor may return instead of an answer (SPEC.md section 3).
+AGREE = "AGREE"
+DISAGREE = "DISAGREE"
+NONE = "NONE"
+SPECIAL_ANSWERS = (AGREE, DISAGREE, NONE)
+
+# string.punctuation plus the typographic quotes and accents TriviaQA's scorer also removes.
+_PUNCTUATION = set(string.punctuation) | {"\u2018", "\u2019", "\u00b4", "`", "\u201c", "\u201d"}
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_TRAILING_PARENTHETICAL = re.compile(r"\s*\([^()]*\)\s*$")
+
+# Two answers that contain one another count as the same only above this ratio (SPEC.md 4.2).
+SIMILARITY_THRESHOLD = 0.5
+
+
+def normalize_answer(text: str) -> str:
+    """TriviaQA's normal form of an answer string."""
+    text = text.replace("_", " ").lower()
+    text = "".join(" " if ch in _PUNCTUATION else ch for ch in text)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def clean_prediction(text: str) -> str:
+    """Strip what extractors add around an answer: a trailing parenthetical, trailing punctuation."""
+    text = text.strip()
+    previous = None
+    while previous != text:  # "Paris (France)." needs both rules, in either order
+        previous = text
+        text = _TRAILING_PARENTHETICAL.sub("", text).strip()
+        text = text.rstrip(".,;:!?").strip()
+    return text
+
+
+def normalize_prediction(text: str) -> str:
+    return normalize_answer(clean_prediction(text))
+
+
+def is_special(answer: str | None) -> bool:
+    return answer is None or answer.strip().upper() in SPECIAL_ANSWERS
+
+
+def is_correct(answer: str | None, normalized_aliases: list[str] | tuple[str, ...]) -> bool:
+    """True when the answer's normal form is one of the gold normalised aliases.
+
+    None and the special tokens are never correct (a resolved NONE means "no answer").
+    """
+    if is_special(answer):
+        return False
+    normal = normalize_prediction(answer)
+    return bool(normal) and normal in set(normalized_aliases)
+
+
+def similarity_ratio(a: str, b: str) -> float:
+    """Normalised indel similarity in [0, 1]: 2 * matching characters / (len a + len b).
+
+    This is python-Levenshtein's ``ratio``; when one string contains the other it is exactly
+    2 * len(shorter) / (len a + len b), so a contained answer must be over a third of the other's
+    length to pass the 0.5 threshold ("paris" vs "paris france" passes, "a" vs "alabama" fails).
+    """
+    if not a and not b:
+        return 1.0
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
+
+
+def same_answer(a: str | None, b: str | None) -> bool:
+    """Whether two (resolved) answers name the same thing, by string rules only (SPEC.md 4.2).
+
+    NONE is never the same as anything, itself included.
+    """
+    if is_special(a) or is_special(b):
+        return False
+    na, nb = normalize_prediction(a), normalize_prediction(b)
+    if not na or not nb:
+        return False
+    if na == nb:
+        return True
+    contained = na in nb or nb in na
+    return contained and similarity_ratio(na, nb) > SIMILARITY_THRESHOLD

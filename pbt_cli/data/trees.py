@@ -1,0 +1,338 @@
+"""Dialogue trees: the data model, JSONL input/output, answer resolution, and the reference-format reader.
+
+A tree's turns are stored flat; turn 0 is the root (the question itself, level -1, no agent).
+Agent "A" speaks at even levels, "B" at odd ones. Each turn stores both agents' current answers
+by name (never by list position): the speaker's newly extracted answer (which may be one of the
+special answers AGREE / DISAGREE / NONE) and the other agent's answer carried over from the parent.
+Special answers are resolved when scoring (`resolve_answers`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.console import log
+from pbt_cli.data.answers import AGREE, DISAGREE, NONE, is_special, same_answer
+from pbt_cli.data.questions import Question
+from pbt_cli.errors import PbtError
+
+AGENTS = ("A", "B")
+TREE_GLOBS = ("*.jsonl", "*.json")
+
+
+def other_agent(agent: str) -> str:
+    return "B" if agent == "A" else "A"
+
+
+def agent_at_level(level: int) -> str:
+    return AGENTS[level % 2]
+
+
+@dataclass
+class Turn:
+    id: int
+    parent: int | None
+    level: int
+    agent: str | None
+    persona: str | None
+    text: str
+    answer: dict[str, str | None] = field(default_factory=lambda: {"A": None, "B": None})
+    raw_extraction: str | None = None
+    children: list[int] = field(default_factory=list)
+    messages_seen_hash: str | None = None
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent is None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "parent": self.parent, "children": list(self.children), "level": self.level,
+            "agent": self.agent, "persona": self.persona, "messages_seen_hash": self.messages_seen_hash,
+            "text": self.text, "answer": dict(self.answer), "raw_extraction": self.raw_extraction,
+        }
+
+
+@dataclass
+class Tree:
+    tree_id: str
+    question: Question
+    turns: list[Turn]
+    models: dict[str, Any] = field(default_factory=dict)
+    personas: str | None = None  # hash of the prompt texts
+    sampling: dict[str, Any] = field(default_factory=dict)
+    seed: int | None = None
+    split: str = "train"
+    both_first: bool = True
+    max_turns: int = 4
+    source_format: str = "pbt"
+
+    # -- navigation -------------------------------------------------------------------------------
+
+    def turn(self, turn_id: int) -> Turn:
+        return self._by_id()[turn_id]
+
+    def _by_id(self) -> dict[int, Turn]:
+        return {t.id: t for t in self.turns}
+
+    @property
+    def root(self) -> Turn:
+        return next(t for t in self.turns if t.parent is None)
+
+    def children(self, turn: Turn) -> list[Turn]:
+        by_id = self._by_id()
+        return [by_id[c] for c in turn.children]
+
+    def path_to(self, turn_id: int) -> list[Turn]:
+        """Turns from the first dialogue turn down to `turn_id` (the root excluded)."""
+        by_id = self._by_id()
+        path = []
+        current: Turn | None = by_id[turn_id]
+        while current is not None and not current.is_root:
+            path.append(current)
+            current = by_id.get(current.parent) if current.parent is not None else None
+        return path[::-1]
+
+    def leaves(self) -> list[Turn]:
+        return [t for t in self.turns if not t.children and not t.is_root]
+
+    # -- records ----------------------------------------------------------------------------------
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "tree_id": self.tree_id,
+            "question": self.question.to_record(),
+            "models": self.models,
+            "personas": self.personas,
+            "sampling": self.sampling,
+            "seed": self.seed,
+            "split": self.split,
+            "both_first": self.both_first,
+            "max_turns": self.max_turns,
+            "turns": [t.to_record() for t in self.turns],
+        }
+
+    @classmethod
+    def from_record(cls, record: Any, where: str) -> Tree:
+        if not isinstance(record, dict):
+            raise PbtError(f"{where}: expected a tree object, got {type(record).__name__}")
+        if "turns" not in record and "data" in record:
+            return from_reference_record(record, where)
+        for key in ("tree_id", "question", "turns"):
+            if key not in record:
+                raise PbtError(f"{where}: tree record has no '{key}'")
+        question = Question.from_record(record["question"], f"{where} (question)")
+        turns = []
+        for position, item in enumerate(record["turns"]):
+            try:
+                turns.append(Turn(
+                    id=int(item["id"]), parent=item["parent"], level=int(item["level"]), agent=item.get("agent"),
+                    persona=item.get("persona"), text=item.get("text") or "",
+                    answer={"A": item.get("answer", {}).get("A"), "B": item.get("answer", {}).get("B")},
+                    raw_extraction=item.get("raw_extraction"), children=list(item.get("children") or []),
+                    messages_seen_hash=item.get("messages_seen_hash"),
+                ))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise PbtError(f"{where}: turn {position} is malformed ({exc})") from None
+        tree = cls(tree_id=str(record["tree_id"]), question=question, turns=turns, models=record.get("models") or {},
+                   personas=record.get("personas"), sampling=record.get("sampling") or {}, seed=record.get("seed"),
+                   split=record.get("split", "train"), both_first=record.get("both_first", True),
+                   max_turns=record.get("max_turns", 4))
+        check_tree(tree, where)
+        return tree
+
+
+def check_tree(tree: Tree, where: str) -> None:
+    """Structural checks: one root, every parent exists, children lists agree with parents."""
+    by_id = {}
+    for turn in tree.turns:
+        if turn.id in by_id:
+            raise PbtError(f"{where}: tree {tree.tree_id} has two turns with id {turn.id}")
+        by_id[turn.id] = turn
+    roots = [t for t in tree.turns if t.parent is None]
+    if len(roots) != 1:
+        raise PbtError(f"{where}: tree {tree.tree_id} has {len(roots)} roots; expected exactly one")
+    for turn in tree.turns:
+        if turn.parent is not None and turn.parent not in by_id:
+            raise PbtError(f"{where}: tree {tree.tree_id} turn {turn.id} names parent {turn.parent}, which is missing")
+        if not turn.is_root and turn.agent not in AGENTS:
+            raise PbtError(f"{where}: tree {tree.tree_id} turn {turn.id} has agent {turn.agent!r}; expected A or B")
+    for turn in tree.turns:  # rebuild children from parents, the authoritative link
+        turn.children = [t.id for t in tree.turns if t.parent == turn.id]
+
+
+# --- answer resolution (SPEC.md 3 and 4.2) ------------------------------------------------------------
+
+
+def resolve_step(parent_state: dict[str, str], speaker: str, extracted: str | None) -> dict[str, str]:
+    """Both agents' resolved answers after `speaker` says `extracted`.
+
+    AGREE takes the other agent's current answer; DISAGREE keeps the speaker's previous answer
+    (NONE if it had none); NONE stays NONE; the other agent's answer carries over.
+    """
+    state = dict(parent_state)
+    value = (extracted or NONE).strip()
+    token = value.upper()
+    if token == AGREE:
+        state[speaker] = parent_state[other_agent(speaker)]
+    elif token == DISAGREE:
+        state[speaker] = parent_state[speaker]
+    elif token == NONE or not value:
+        state[speaker] = NONE
+    else:
+        state[speaker] = value
+    return state
+
+
+def resolve_answers(tree: Tree) -> dict[int, dict[str, str]]:
+    """Resolved answers of both agents at every turn (the root: both NONE)."""
+    by_id = {t.id: t for t in tree.turns}
+    resolved: dict[int, dict[str, str]] = {}
+
+    def visit(turn: Turn, state: dict[str, str]) -> None:
+        if not turn.is_root:
+            state = resolve_step(state, turn.agent, turn.answer.get(turn.agent))
+        resolved[turn.id] = state
+        for child in turn.children:
+            visit(by_id[child], state)
+
+    visit(tree.root, {"A": NONE, "B": NONE})
+    return resolved
+
+
+def agents_agree(state: dict[str, str], extracted: str | None) -> bool:
+    """Agreement ends a branch: an AGREE, or matching answers; two NONEs are not agreement."""
+    if is_special(state["A"]) and is_special(state["B"]):
+        return False
+    if (extracted or "").strip().upper() == AGREE:
+        return True
+    return same_answer(state["A"], state["B"])
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+def tree_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise PbtError(f"--trees {path} does not exist; give a trees file or a folder of them")
+    files = sorted(p for pattern in TREE_GLOBS for p in path.glob(pattern)
+                   if p.is_file() and "manifest" not in p.name)
+    if not files:
+        raise PbtError(f"--trees {path} holds no tree files (*.jsonl from `pbt generate`, or reference *.json)")
+    return files
+
+
+def read_trees(path: Path) -> Iterator[Tree]:
+    """Trees from a file or a folder of shards, in pbt's JSONL format or the reference code's JSON."""
+    for file in tree_files(path):
+        yield from _read_tree_file(file)
+
+
+def _read_tree_file(file: Path) -> Iterator[Tree]:
+    text = file.read_text(encoding="utf-8")
+    if file.suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PbtError(f"{file} line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        records = data if isinstance(data, list) else [data]
+        for i, record in enumerate(records):
+            yield Tree.from_record(record, f"{file} record {i}")
+        return
+    lines = text.split("\n")
+    complete_end = len(lines) - 1 if not text.endswith("\n") else len(lines)
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number >= complete_end:
+                log.warning("%s: the last line is incomplete (an interrupted run?); it is skipped", file)
+                return
+            raise PbtError(f"{file} line {number}: not valid JSON ({exc.msg}); is it a trees file?") from None
+        yield Tree.from_record(record, f"{file} line {number}")
+
+
+# --- the reference code's format (SPEC.md 3, Output) ---------------------------------------------------
+
+
+def from_reference_record(record: dict[str, Any], where: str) -> Tree:
+    """A tree in the reference code's layout, converted to pbt's.
+
+    The reference stores a JSON object with `data`, `metadata`, `model_a`, `model_b`; its nodes have
+    `node_idx`, `agent_idx` (0 = A, 1 = B), `generation`, `extracted_ans`, `parent`, `children`, and
+    the root has `node_idx` -1. It writes agent A's answer to `extracted_ans[1]` and B's to
+    `extracted_ans[0]` (SPEC.md 9); here answers are keyed by agent name.
+    """
+    metadata = record.get("metadata") or {}
+    nodes = record["data"]
+    if isinstance(nodes, dict):
+        nodes = list(nodes.get("nodes", nodes.values())) if "nodes" in nodes else list(nodes.values())
+    if not isinstance(nodes, list):
+        raise PbtError(f"{where}: reference tree 'data' must be a list of nodes")
+    question_record = _reference_question(record, metadata, nodes, where)
+    question = Question.from_record(question_record, f"{where} (question)")
+    turns: list[Turn] = [Turn(id=0, parent=None, level=-1, agent=None, persona=None, text=question.question)]
+    id_map = {-1: 0}
+    ordered = sorted((n for n in nodes if n.get("node_idx", -1) != -1), key=lambda n: n["node_idx"])
+    for node in ordered:
+        id_map[node["node_idx"]] = len(id_map)
+    levels: dict[int, int] = {0: -1}
+    for node in ordered:
+        try:
+            parent_idx = node.get("parent")
+            parent = id_map[-1 if parent_idx is None else parent_idx]
+        except KeyError:
+            raise PbtError(f"{where}: reference node {node.get('node_idx')} names parent {node.get('parent')}, "
+                           "which is missing") from None
+        agent = AGENTS[int(node["agent_idx"])]
+        answers = node.get("extracted_ans") or [None, None]
+        if isinstance(answers, str):
+            answers = [answers, answers]
+        turn_id = id_map[node["node_idx"]]
+        levels[turn_id] = levels[parent] + 1
+        turns.append(Turn(
+            id=turn_id, parent=parent, level=levels[turn_id], agent=agent, persona=node.get("persona"),
+            text=_reference_text(node.get("generation")),
+            answer={"A": _first(answers[1] if len(answers) > 1 else None), "B": _first(answers[0])},
+            raw_extraction=json.dumps(answers),
+        ))
+    tree = Tree(
+        tree_id=str(question_record["question_id"]), question=question, turns=turns,
+        models={"A": {"name": record.get("model_a")}, "B": {"name": record.get("model_b")}},
+        split="train", source_format="reference", both_first=bool(metadata.get("both_first", True)),
+        max_turns=max((t.level for t in turns), default=0) + 1,
+    )
+    check_tree(tree, where)
+    return tree
+
+
+def _first(value: Any) -> str | None:
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return None if value is None else str(value)
+
+
+def _reference_text(generation: Any) -> str:
+    if isinstance(generation, list):
+        generation = generation[0] if generation else ""
+    return str(generation or "")
+
+
+def _reference_question(record: dict[str, Any], metadata: dict[str, Any], nodes: list[Any], where: str) -> dict:
+    """The question record, wherever the reference file keeps it (metadata, top level, or the root node)."""
+    for holder in (metadata, record, next((n for n in nodes if n.get("node_idx") == -1), {})):
+        if isinstance(holder.get("question"), dict):
+            holder = holder["question"]
+        if isinstance(holder.get("question"), str) and isinstance(holder.get("answer"), dict):
+            out = dict(holder)
+            out.setdefault("question_id", holder.get("question_id") or holder.get("id") or metadata.get("question_id"))
+            return out
+    raise PbtError(f"{where}: reference tree has no question with gold aliases (metadata.question / answer)")

@@ -1,0 +1,18 @@
+"""The one kind of error a user should ever see without `-v`: a single line saying what and how to fix it."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class PbtError(Exception):
+    """Bad input or an unmet requirement. The CLI prints the message as one line and exits with 2."""
+
+    exit_code = 2
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """' (did you mean "x"?)' for the closest known name, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""

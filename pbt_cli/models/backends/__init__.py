@@ -1,0 +1,100 @@
+"""Backends by name, loaded lazily (`module:Class`), and a pool that loads each model once.
+
+A pipeline asks the pool for a generator per role (agent A, agent B, extractor, judge); roles that
+name the same model with the same options get the same generator, so a model that plays both
+agents and the extractor is loaded once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from pbt_cli.errors import PbtError, did_you_mean
+from pbt_cli.models.backends.base import GenerationUsage, Generator, Sampling
+from pbt_cli.models.spec import ModelSpec
+
+BACKENDS: dict[str, str] = {
+    "transformers": "pbt_cli.models.backends.hf:TransformersGenerator",
+    "vllm": "pbt_cli.models.backends.vllm:VLLMGenerator",
+}
+ALIASES = {"hf": "transformers"}
+
+__all__ = ["BACKENDS", "BackendOptions", "Generator", "GenerationUsage", "GeneratorPool", "Sampling"]
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Throughput settings, shared by every generator of a command."""
+
+    backend: str = "transformers"
+    batch_size: int = 64
+    max_batch_tokens: int | None = None
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float | None = None  # None: split 0.9 between the engines a command needs
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        name = ALIASES.get(self.backend, self.backend)
+        if name not in BACKENDS:
+            raise PbtError(f"unknown backend {self.backend!r}{did_you_mean(self.backend, BACKENDS)}; "
+                           f"known: {', '.join(BACKENDS)}")
+        object.__setattr__(self, "backend", name)
+        if self.batch_size < 1:
+            raise PbtError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
+            raise PbtError(f"--max-batch-tokens must be positive, got {self.max_batch_tokens}")
+
+
+def _backend_class(name: str) -> Any:
+    module_name, _, class_name = BACKENDS[name].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        if name == "vllm":
+            raise PbtError("the vllm backend needs vLLM: pip install 'pbt_cli[vllm]'") from None
+        raise PbtError(f"the {name} backend cannot be imported ({exc})") from None
+    return getattr(module, class_name)
+
+
+class GeneratorPool:
+    """One generator per distinct model spec; `usage()` sums their counters."""
+
+    def __init__(self, options: BackendOptions | None = None, preset: dict[Any, Generator] | None = None) -> None:
+        self.options = options or BackendOptions()
+        self._generators: dict[Any, Generator] = dict(preset or {})
+        self._planned: list[ModelSpec] = []
+
+    def plan(self, specs: list[ModelSpec]) -> None:
+        """Tell the pool every model the command will use (vLLM splits GPU memory between engines)."""
+        for spec in specs:
+            if spec.cache_key() not in {s.cache_key() for s in self._planned}:
+                self._planned.append(spec)
+
+    def get(self, spec: ModelSpec) -> Generator:
+        key = spec.cache_key()
+        if key in self._generators:
+            return self._generators[key]
+        if spec.name in self._generators:  # tests preset generators by plain name
+            return self._generators[spec.name]
+        cls = _backend_class(self.options.backend)
+        if self.options.backend == "vllm":
+            generator = cls.for_pool(spec, self.options, self)
+        else:
+            generator = cls(spec, batch_size=self.options.batch_size, max_batch_tokens=self.options.max_batch_tokens)
+        self._generators[key] = generator
+        return generator
+
+    def generators(self) -> list[Generator]:
+        unique: list[Generator] = []
+        for generator in self._generators.values():
+            if all(generator is not seen for seen in unique):
+                unique.append(generator)
+        return unique
+
+    def usage(self) -> GenerationUsage:
+        total = GenerationUsage()
+        for generator in self.generators():
+            total.add(generator.usage)
+        return total

@@ -1,0 +1,156 @@
+"""The transformers backend: batched generation with left padding and the KV cache.
+
+Conversations are rendered with the chat template, grouped by decoding settings, sorted by prompt
+length (so a batch pads little), and cut into batches capped both by count (`batch_size`) and by
+token slots (`max_batch_tokens`: rows x (longest prompt + max_new_tokens)). Each batch is one
+`model.generate` call under `torch.inference_mode()`; the prompt is encoded once per batch and the
+KV cache carries it through decoding.
+
+Seeds: transformers draws one random stream per batch, so a sampled reply is reproducible for the
+same inputs, seed and batch settings (greedy replies do not depend on batching).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
+from pbt_cli.models.chat import Conversation, encode, render, template_hash
+from pbt_cli.models.spec import ModelSpec
+
+
+class TransformersGenerator:
+    def __init__(self, spec: ModelSpec, *, batch_size: int = 64, max_batch_tokens: int | None = None,
+                 model: Any = None, tokenizer: Any = None) -> None:
+        from pbt_cli.models.loading import load_model, load_tokenizer
+        from pbt_cli.models.resolve import resolve
+
+        self.spec = spec
+        self.batch_size = max(1, batch_size)
+        self.max_batch_tokens = max_batch_tokens
+        self.usage = GenerationUsage()
+        self.resolved = resolve(spec) if model is None or tokenizer is None else None
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.resolved, padding_side="left")
+        self.tokenizer.padding_side = "left"
+        self.model = model if model is not None else load_model(self.resolved)
+        self.model.eval()
+        self.eos_token_ids = _eos_ids(self.model, self.tokenizer)
+
+    # -- protocol ---------------------------------------------------------------------------------
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling | Sequence[Sampling]) -> list[str]:
+        from pbt_cli.models.chat import require_chat_template
+
+        require_chat_template(self.tokenizer, self.spec.name)
+        samplings = per_conversation(sampling, len(conversations))
+        prompts = [encode(self.tokenizer, render(self.tokenizer, conv)) for conv in conversations]
+        replies: list[str | None] = [None] * len(conversations)
+        # Rows share a generate call only when their settings agree (a seed is drawn per batch).
+        groups: dict[Sampling, list[int]] = defaultdict(list)
+        for index, settings in enumerate(samplings):
+            groups[replace(settings, seed=None)].append(index)
+        for settings, indices in groups.items():
+            seed = samplings[indices[0]].seed
+            for batch_number, batch in enumerate(self.plan_batches([len(prompts[i]) for i in indices], settings)):
+                rows = [indices[i] for i in batch]
+                batch_seed = None if seed is None else seed + batch_number
+                texts = self._generate([prompts[i] for i in rows], replace(settings, seed=batch_seed))
+                for row, text in zip(rows, texts, strict=True):
+                    replies[row] = text
+        return [r if r is not None else "" for r in replies]
+
+    def describe(self) -> dict[str, Any]:
+        info = self.resolved.describe() if self.resolved else {"name": self.spec.name, "revision": self.spec.revision}
+        info.update(backend="transformers", chat_template_hash=template_hash(self.tokenizer),
+                    dtype=str(getattr(self.model, "dtype", "")).replace("torch.", ""))
+        return info
+
+    # -- batching ---------------------------------------------------------------------------------
+
+    def plan_batches(self, lengths: Sequence[int], sampling: Sampling) -> list[list[int]]:
+        """Positions into `lengths`, longest first, cut by row count and by padded token slots."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for position in order:
+            rows = len(current) + 1
+            longest = lengths[current[0]] if current else lengths[position]
+            slots = rows * (longest + sampling.max_new_tokens)
+            over_tokens = self.max_batch_tokens is not None and slots > self.max_batch_tokens and current
+            if current and (rows > self.batch_size or over_tokens):
+                batches.append(current)
+                current = []
+            current.append(position)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _generate(self, prompts: list[list[int]], sampling: Sampling) -> list[str]:
+        import torch
+
+        started = time.perf_counter()
+        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+        device = _input_device(self.model)
+        input_ids = padded["input_ids"].to(device)
+        attention_mask = padded["attention_mask"].to(device)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.eos_token_ids,
+            "use_cache": True,
+        }
+        if sampling.min_new_tokens:
+            kwargs["min_new_tokens"] = sampling.min_new_tokens
+        if sampling.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
+                          top_k=sampling.top_k or None)
+        with torch.inference_mode():
+            output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        new_tokens = output[:, input_ids.shape[1]:].tolist()
+        texts, generated = [], 0
+        for row in new_tokens:
+            kept = _until_eos(row, self.eos_token_ids)
+            generated += len(kept)
+            texts.append(self.tokenizer.decode(kept, skip_special_tokens=True).strip())
+        width = input_ids.shape[1] + len(new_tokens[0]) if new_tokens else 0
+        self.usage.calls += 1
+        self.usage.sequences += len(prompts)
+        self.usage.prompt_tokens += sum(len(p) for p in prompts)
+        self.usage.generated_tokens += generated
+        self.usage.padded_tokens += width * len(prompts) - sum(len(p) for p in prompts) - generated
+        self.usage.seconds += time.perf_counter() - started
+        return texts
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.append(configured)
+    elif configured:
+        ids.extend(configured)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
+
+
+def _until_eos(tokens: list[int], eos_ids: Sequence[int]) -> list[int]:
+    for position, token in enumerate(tokens):
+        if token in eos_ids:
+            return tokens[:position]
+    return tokens
+
+
+def _input_device(model: Any) -> Any:
+    device = getattr(model, "device", None)
+    if device is not None and str(device) != "meta":
+        return device
+    return next(model.parameters()).device

@@ -1,0 +1,82 @@
+"""Chat templates: rendering conversations, hashing templates, checking BOS.
+
+pbt renders every conversation with the tokenizer's own chat template and tokenizes the rendered
+text with `add_special_tokens=False`, exactly as TRL (`apply_chat_template(tokenize=True)`) and
+vLLM (`LLM.chat`) do. The template therefore decides the BOS token; pbt never adds a second one,
+and `pbt preprocess` refuses data whose rendering starts with two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.errors import PbtError
+
+Message = dict[str, str]
+Conversation = list[Message]
+
+
+def read_template_file(path: str | Path) -> str:
+    path = Path(path).expanduser()
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise PbtError(f"--chat-template {path} cannot be read ({exc.strerror}); give a Jinja template file") from None
+
+
+def require_chat_template(tokenizer: Any, model_name: str) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise PbtError(f"the tokenizer of {model_name} has no chat template; pass one with --chat-template FILE "
+                       "(a Jinja file, e.g. taken from the instruct version of the model)")
+
+
+def template_hash(tokenizer: Any) -> str | None:
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None
+    if isinstance(template, dict):  # named templates
+        template = "\n".join(f"{k}:{v}" for k, v in sorted(template.items()))
+    return hashlib.sha256(template.encode()).hexdigest()[:16]
+
+
+def ends_with_prefill(conversation: Sequence[Message]) -> bool:
+    """A conversation ending in an assistant message asks the model to continue that message."""
+    return bool(conversation) and conversation[-1]["role"] == "assistant"
+
+
+def render(tokenizer: Any, conversation: Sequence[Message], *, add_generation_prompt: bool | None = None) -> str:
+    """The template's text for a conversation.
+
+    By default a conversation ending with a user message gets the generation prompt, and one ending
+    with an assistant message is continued (an answer prefix such as "Final answer:").
+    """
+    prefill = ends_with_prefill(conversation)
+    if add_generation_prompt is None:
+        add_generation_prompt = not prefill
+    try:
+        return tokenizer.apply_chat_template(
+            list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt,
+            continue_final_message=prefill and add_generation_prompt is False,
+        )
+    except Exception as exc:  # jinja errors from templates that refuse a role order, e.g. Mistral's
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PbtError(f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} refused a "
+                       f"conversation ({first}); pass another template with --chat-template") from None
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def leading_bos_count(ids: Sequence[int], bos_token_id: int | None) -> int:
+    if bos_token_id is None:
+        return 0
+    count = 0
+    for token in ids:
+        if token != bos_token_id:
+            break
+        count += 1
+    return count

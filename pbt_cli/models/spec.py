@@ -1,0 +1,109 @@
+"""What a user asks for when naming a model, as frozen data (no loading happens here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from pbt_cli.errors import PbtError
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEVICE_MAPS = ("auto", "cpu", "cuda")
+QUANT_TYPES = ("nf4", "fp4")
+
+
+@dataclass(frozen=True)
+class QuantizationSpec:
+    """bitsandbytes quantization of the base weights (the names follow transformers' BitsAndBytesConfig)."""
+
+    load_in_8bit: bool = False
+    load_in_4bit: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    # "auto" = the model's compute dtype (bfloat16 on GPUs that have it, float32 on CPU)
+    bnb_4bit_compute_dtype: str = "auto"
+    bnb_4bit_use_double_quant: bool = False
+
+    def __post_init__(self) -> None:
+        if self.load_in_8bit and self.load_in_4bit:
+            raise PbtError("--load-in-8bit and --load-in-4bit are exclusive; choose one")
+        if self.bnb_4bit_quant_type not in QUANT_TYPES:
+            raise PbtError(f"--bnb-4bit-quant-type must be one of {', '.join(QUANT_TYPES)}, got {self.bnb_4bit_quant_type!r}")
+        if self.bnb_4bit_compute_dtype not in DTYPES:
+            raise PbtError(f"--bnb-4bit-compute-dtype must be one of {', '.join(DTYPES)}, got {self.bnb_4bit_compute_dtype!r}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.load_in_8bit or self.load_in_4bit
+
+    @property
+    def label(self) -> str:
+        if self.load_in_8bit:
+            return "8bit"
+        if self.load_in_4bit:
+            return f"4bit-{self.bnb_4bit_quant_type}"
+        return "none"
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load weights; shared by every model a command loads (agents, extractor, judge)."""
+
+    dtype: str = "auto"
+    device_map: str = "auto"
+    quantization: QuantizationSpec = field(default_factory=QuantizationSpec)
+    trust_remote_code: bool = False
+    attn_implementation: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise PbtError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.device_map not in DEVICE_MAPS:
+            raise PbtError(f"--device-map must be one of {', '.join(DEVICE_MAPS)}, got {self.device_map!r}")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model as named by the user.
+
+    `name` is a registry short name (`smollm2-135m`, `pbt-llama-3.1-8b`), a hub id (optionally
+    `owner/name@revision`), a local model folder, a local adapter folder (its base is read from
+    `adapter_config.json`), or a `.gguf` file.
+    """
+
+    name: str
+    revision: str | None = None
+    adapter: str | None = None
+    chat_template: Path | None = None
+    load: LoadOptions = field(default_factory=LoadOptions)
+
+    @classmethod
+    def parse(cls, reference: str, *, load: LoadOptions | None = None, revision: str | None = None,
+              adapter: str | None = None, chat_template: Path | str | None = None) -> ModelSpec:
+        """Build a spec from a `--model` value; `name@revision` is split unless the name is a local path."""
+        reference = reference.strip()
+        if not reference:
+            raise PbtError("a model name is empty; give a short name, hub id or local path")
+        name = reference
+        if "@" in reference and not Path(reference).expanduser().exists():
+            name, _, at_revision = reference.rpartition("@")
+            if revision and revision != at_revision:
+                raise PbtError(f"model {reference!r} names revision {at_revision!r} but --revision says {revision!r}")
+            revision = at_revision
+        return cls(name=name, revision=revision or None, adapter=adapter or None,
+                   chat_template=Path(chat_template) if chat_template else None, load=load or LoadOptions())
+
+    def with_load(self, load: LoadOptions) -> ModelSpec:
+        return replace(self, load=load)
+
+    @property
+    def display_name(self) -> str:
+        """A short name for folders and tables: the last path component, plus the adapter's if any."""
+        base = Path(self.name).name if self.name.endswith(".gguf") else self.name.rstrip("/").split("/")[-1]
+        if self.adapter:
+            return f"{base}+{Path(self.adapter).name}"
+        return base
+
+    def cache_key(self) -> tuple:
+        """Two specs with the same key are served by one loaded model."""
+        return (self.name, self.revision, self.adapter, str(self.chat_template) if self.chat_template else None,
+                self.load)

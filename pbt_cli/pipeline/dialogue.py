@@ -1,0 +1,165 @@
+"""The two-agent dialogue engine shared by `pbt generate` (persona trees) and `pbt eval team` (one path).
+
+Trees are expanded level by level across many questions at once: every open branch of every tree
+at a level goes to the speaking agent's model in one `chat` call, then every new turn goes to the
+extractor in one more call (SPEC.md 3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pbt_cli.data.prompts import (
+    EVAL_PERSONA,
+    OPENING_PERSONAS,
+    RESPONDER_PERSONAS,
+    extraction_conversation,
+    parse_extraction,
+    prompts_hash,
+    question_prompt,
+)
+from pbt_cli.data.questions import Question
+from pbt_cli.data.trees import Tree, Turn, agent_at_level, agents_agree, other_agent, resolve_step
+from pbt_cli.models.backends.base import Generator, Sampling
+from pbt_cli.models.chat import Conversation
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
+
+SPLITS = ("train", "eval")
+
+
+@dataclass(frozen=True)
+class DialogueSettings:
+    max_turns: int = 4
+    both_first: bool = True
+    split: str = "train"
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, top_p=1.0, max_new_tokens=80,
+                                                                min_new_tokens=8))
+    extraction: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_new_tokens=16))
+    seed: int = 42
+
+
+@dataclass
+class DialogueRoles:
+    """Who plays what. The same generator object may fill several roles."""
+
+    agents: dict[str, Generator]
+    extractor: Generator
+
+
+# --- what each agent sees ------------------------------------------------------------------------
+
+
+def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, both_first: bool) -> Conversation:
+    """The conversation `speaker` answers: the question with this turn's persona, then the dialogue.
+
+    `path` is the dialogue so far (root excluded). The speaker's turns are `assistant`, the other
+    agent's are `user`; consecutive messages of one role are joined with a blank line, so the
+    conversation alternates and ends with a user message. With `both_first`, an agent sees the
+    dialogue only from its own first turn on, so B opens without seeing A's opening.
+    """
+    visible = list(path)
+    if both_first:
+        first_own = next((i for i, t in enumerate(visible) if t.agent == speaker), None)
+        visible = visible[first_own:] if first_own is not None else []
+    messages: Conversation = [{"role": "user", "content": question_prompt(question, persona)}]
+    for turn in visible:
+        role = "assistant" if turn.agent == speaker else "user"
+        if messages[-1]["role"] == role:
+            messages[-1] = {"role": role, "content": f"{messages[-1]['content']}\n\n{turn.text}"}
+        else:
+            messages.append({"role": role, "content": turn.text})
+    return messages
+
+
+def conversation_hash(conversation: Conversation) -> str:
+    return hashlib.sha256(json.dumps(conversation, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]*")
+
+
+def trim_unfinished_sentence(text: str) -> str:
+    """Cut an unfinished last sentence (back to the last '.', '!' or '?'); text without one stays."""
+    text = text.strip()
+    ends = list(_SENTENCE_END.finditer(text))
+    if not ends:
+        return text
+    return text[: ends[-1].end()].strip()
+
+
+def personas_for(level: int, split: str, rng: random.Random) -> tuple[str, ...]:
+    """The personas of the turns that follow a turn at `level - 1` (SPEC.md 3, Expansion)."""
+    if split == "eval":
+        return (EVAL_PERSONA,)
+    if level == 0:
+        return (rng.choice(OPENING_PERSONAS),)
+    return RESPONDER_PERSONAS[agent_at_level(level)]
+
+
+# --- expansion -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Open:
+    """An open branch: the tree, the turn to answer, and the resolved answers at that turn."""
+
+    tree: Tree
+    parent: Turn
+    state: dict[str, str]
+
+
+def new_tree(question: Question, settings: DialogueSettings, models: dict) -> Tree:
+    root = Turn(id=0, parent=None, level=-1, agent=None, persona=None, text=question.question)
+    return Tree(tree_id=question.question_id, question=question, turns=[root], models=models,
+                personas=prompts_hash(), sampling=settings.sampling.to_dict(), seed=settings.seed,
+                split=settings.split, both_first=settings.both_first, max_turns=settings.max_turns)
+
+
+def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: DialogueSettings, *,
+                 models: dict | None = None, seed_offset: int = 0,
+                 progress: ProgressSink = NULL_PROGRESS) -> list[Tree]:
+    """Grow one tree per question, all at once, level by level; returns the finished trees in order."""
+    trees = [new_tree(q, settings, models or {}) for q in questions]
+    rngs = {t.tree_id: random.Random(f"{settings.seed}:{t.tree_id}") for t in trees}
+    frontier = [_Open(tree=t, parent=t.root, state={"A": "NONE", "B": "NONE"}) for t in trees]
+    for level in range(settings.max_turns):
+        if not frontier:
+            break
+        speaker = agent_at_level(level)
+        requests: list[tuple[_Open, str, Conversation]] = []
+        for branch in frontier:
+            path = branch.tree.path_to(branch.parent.id)
+            for persona in personas_for(level, settings.split, rngs[branch.tree.tree_id]):
+                view = agent_view(branch.tree.question.question, path, speaker, persona, settings.both_first)
+                requests.append((branch, persona, view))
+        generator = roles.agents[speaker]
+        before = generator.usage.generated_tokens
+        sampling = settings.sampling.with_seed(settings.seed + seed_offset + level)
+        replies = generator.chat([view for _, _, view in requests], sampling)
+        texts = [trim_unfinished_sentence(reply) for reply in replies]
+        extractions = roles.extractor.chat(
+            [extraction_conversation(b.tree.question.question, text) for (b, _, _), text in zip(requests, texts,
+                                                                                              strict=True)],
+            settings.extraction,
+        )
+        progress.advance("turns", len(requests), tokens=generator.usage.generated_tokens - before)
+        next_frontier = []
+        for (branch, persona, view), text, raw in zip(requests, texts, extractions, strict=True):
+            extracted = parse_extraction(raw)
+            tree = branch.tree
+            carried = branch.parent.answer.get(other_agent(speaker))
+            answer = {"A": extracted, "B": carried} if speaker == "A" else {"A": carried, "B": extracted}
+            turn = Turn(id=len(tree.turns), parent=branch.parent.id, level=level, agent=speaker, persona=persona,
+                        text=text, answer=answer, raw_extraction=raw, messages_seen_hash=conversation_hash(view))
+            tree.turns.append(turn)
+            branch.parent.children.append(turn.id)
+            state = resolve_step(branch.state, speaker, extracted)
+            if level + 1 < settings.max_turns and not agents_agree(state, extracted):
+                next_frontier.append(_Open(tree=tree, parent=turn, state=state))
+        frontier = next_frontier
+    return trees

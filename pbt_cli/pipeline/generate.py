@@ -1,0 +1,194 @@
+"""`pbt generate`: persuasion dialogue trees for a shard of questions, appended to JSONL, resumable.
+
+Output, in `--out` (a folder): `trees.jsonl` and `manifest.json`, or with shards
+`trees-00003-of-00010.jsonl` and `manifest-00003-of-00010.json`. A tree is appended and flushed as
+soon as its wave of trees is finished. Rerunning the same command skips every question already in
+the file (a partial last line left by a crash is cut off and redone); rerunning with other
+settings is refused unless `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.artifacts import base_manifest, check_output_folder, write_json
+from pbt_cli.config import to_plain
+from pbt_cli.data.prompts import PROMPTS_VERSION, prompts_hash
+from pbt_cli.data.questions import load_questions, select_questions
+from pbt_cli.errors import PbtError
+from pbt_cli.models.backends import BackendOptions, GeneratorPool
+from pbt_cli.models.backends.base import Sampling
+from pbt_cli.models.spec import ModelSpec
+from pbt_cli.pipeline.dialogue import SPLITS, DialogueRoles, DialogueSettings, expand_trees
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    model_a: ModelSpec
+    model_b: ModelSpec
+    extractor: ModelSpec | None = None  # None: agent B's model
+    questions: str = "embedded:train"
+    limit: int | None = None
+    seed: int = 42
+    shard_idx: int = 0
+    num_shards: int = 1
+    max_turns: int = 4
+    both_first: bool = True
+    split: str = "train"
+    deterministic: bool = False
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, top_p=1.0, max_new_tokens=80,
+                                                                min_new_tokens=8))
+    extraction_max_new_tokens: int = 16
+    trees_per_batch: int = 32
+    out: Path = Path("trees")
+    overwrite: bool = False
+    backend: BackendOptions = field(default_factory=BackendOptions)
+
+    def __post_init__(self) -> None:
+        if self.max_turns < 2:
+            raise PbtError(f"--max-turns must be at least 2 (one turn per agent), got {self.max_turns}")
+        if self.split not in SPLITS:
+            raise PbtError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
+        if self.trees_per_batch < 1:
+            raise PbtError(f"--trees-per-batch must be at least 1, got {self.trees_per_batch}")
+        if not 0 <= self.shard_idx < max(self.num_shards, 1):
+            raise PbtError(f"--shard-idx {self.shard_idx} is out of range for --num-shards {self.num_shards} "
+                           f"(0..{self.num_shards - 1})")
+        if self.sampling.min_new_tokens > self.sampling.max_new_tokens:
+            raise PbtError("--min-new-tokens is larger than --max-new-tokens")
+
+    @property
+    def extractor_spec(self) -> ModelSpec:
+        return self.extractor or self.model_b
+
+    def dialogue_settings(self) -> DialogueSettings:
+        sampling = self.sampling.as_greedy() if self.deterministic else self.sampling
+        extraction = Sampling(temperature=0.0, max_new_tokens=self.extraction_max_new_tokens)
+        return DialogueSettings(max_turns=self.max_turns, both_first=self.both_first, split=self.split,
+                                sampling=sampling, extraction=extraction, seed=self.seed)
+
+    def content_settings(self) -> dict[str, Any]:
+        """Everything that changes the trees' content; a resumed run must match these exactly."""
+        return to_plain({
+            "model_a": _model_identity(self.model_a), "model_b": _model_identity(self.model_b),
+            "extractor": _model_identity(self.extractor_spec), "questions": self.questions, "limit": self.limit,
+            "seed": self.seed, "shard_idx": self.shard_idx, "num_shards": self.num_shards,
+            "max_turns": self.max_turns, "both_first": self.both_first, "split": self.split,
+            "deterministic": self.deterministic, "sampling": self.sampling,
+            "extraction_max_new_tokens": self.extraction_max_new_tokens, "prompts": prompts_hash(),
+            "backend": self.backend.backend,
+        })
+
+    def output_paths(self) -> tuple[Path, Path]:
+        if self.num_shards == 1:
+            return self.out / "trees.jsonl", self.out / "manifest.json"
+        tag = f"{self.shard_idx:05d}-of-{self.num_shards:05d}"
+        return self.out / f"trees-{tag}.jsonl", self.out / f"manifest-{tag}.json"
+
+
+def _model_identity(spec: ModelSpec) -> dict[str, Any]:
+    return {"name": spec.name, "revision": spec.revision, "adapter": spec.adapter,
+            "chat_template": str(spec.chat_template) if spec.chat_template else None,
+            "dtype": spec.load.dtype, "quantization": spec.load.quantization.label}
+
+
+@dataclass
+class GenerateResult:
+    trees_path: Path
+    manifest_path: Path
+    selected: int
+    already_done: int
+    written: int
+    turns: int
+    generated_tokens: int
+    seconds: float
+
+
+def prepare_output(cfg: GenerateConfig) -> tuple[set[str], int]:
+    """Check the output against the settings; returns finished question ids and the count of trees kept.
+
+    A partial last line (a crash mid-write) is cut off here so the append that follows starts clean.
+    """
+    check_output_folder(cfg.out)
+    trees_path, manifest_path = cfg.output_paths()
+    if cfg.overwrite:
+        for path in (trees_path, manifest_path):
+            path.unlink(missing_ok=True)
+        return set(), 0
+    if manifest_path.is_file():
+        previous = json.loads(manifest_path.read_text()).get("settings", {})
+        current = cfg.content_settings()
+        differing = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+        if differing:
+            raise PbtError(f"{trees_path} was made with other settings ({', '.join(differing)}); use another --out, "
+                           "or pass --overwrite to replace it")
+    elif trees_path.is_file() and trees_path.stat().st_size > 0:
+        raise PbtError(f"{trees_path} exists without its manifest; pass --overwrite to replace it, or use another --out")
+    if not trees_path.is_file():
+        return set(), 0
+    done: set[str] = set()
+    with open(trees_path, "rb+") as handle:
+        data = handle.read()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            handle.truncate(end)  # drop the partial last line; it is generated again
+        for line in data[:end].splitlines():
+            if line.strip():
+                done.add(str(json.loads(line)["tree_id"]))
+    return done, len(done)
+
+
+def run_generate(cfg: GenerateConfig, *, pool: GeneratorPool | None = None,
+                 progress: ProgressSink = NULL_PROGRESS) -> GenerateResult:
+    started = time.perf_counter()
+    questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed,
+                                 shard_idx=cfg.shard_idx, num_shards=cfg.num_shards)
+    done, kept = prepare_output(cfg)
+    todo = [q for q in questions if q.question_id not in done]
+    trees_path, manifest_path = cfg.output_paths()
+    cfg.out.mkdir(parents=True, exist_ok=True)
+
+    pool = pool or GeneratorPool(cfg.backend)
+    pool.plan([cfg.model_a, cfg.model_b, cfg.extractor_spec])
+    settings = cfg.dialogue_settings()
+    manifest = base_manifest("generate", cfg)
+    manifest.update(settings=cfg.content_settings(), prompts_version=PROMPTS_VERSION, status="running",
+                    counts={"selected": len(questions), "trees": kept})
+    write_json(manifest_path, manifest)
+    progress.start("trees", "trees", total=len(questions), completed=len(questions) - len(todo))
+    progress.start("turns", "turns")
+
+    written = turns = 0
+    if todo:
+        roles = DialogueRoles(agents={"A": pool.get(cfg.model_a), "B": pool.get(cfg.model_b)},
+                              extractor=pool.get(cfg.extractor_spec))
+        models = {"A": roles.agents["A"].describe(), "B": roles.agents["B"].describe(),
+                  "extractor": roles.extractor.describe()}
+        with open(trees_path, "a", encoding="utf-8") as handle:
+            for wave_start in range(0, len(todo), cfg.trees_per_batch):
+                wave = todo[wave_start: wave_start + cfg.trees_per_batch]
+                trees = expand_trees(wave, roles, settings, models=models, seed_offset=wave_start * settings.max_turns,
+                                     progress=progress)
+                for tree in trees:
+                    handle.write(json.dumps(tree.to_record(), ensure_ascii=False) + "\n")
+                    handle.flush()
+                    written += 1
+                    turns += len(tree.turns) - 1
+                os.fsync(handle.fileno())
+                progress.advance("trees", len(trees))
+    usage = pool.usage()
+    seconds = time.perf_counter() - started
+    manifest.update(status="complete", counts={"selected": len(questions), "trees": kept + written,
+                                               "written_this_run": written, "turns_this_run": turns},
+                    generation={"generated_tokens": usage.generated_tokens, "sequences": usage.sequences,
+                                "seconds": round(seconds, 2)})
+    write_json(manifest_path, manifest)
+    return GenerateResult(trees_path=trees_path, manifest_path=manifest_path, selected=len(questions),
+                          already_done=len(questions) - len(todo), written=written, turns=turns,
+                          generated_tokens=usage.generated_tokens, seconds=seconds)
