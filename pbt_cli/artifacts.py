@@ -62,15 +62,43 @@ def command_line() -> str:
     return shlex.join(["pbt", *sys.argv[1:]])
 
 
-def base_manifest(stage: str, config: Any) -> dict[str, Any]:
-    return {
+def base_manifest(stage: str, config: Any, *, timestamp: bool = True) -> dict[str, Any]:
+    """The common part of every manifest. Stages whose outputs must be byte-for-byte reproducible
+    (filter, preprocess) leave the timestamp out."""
+    manifest = {
         "stage": stage,
         "command": command_line(),
         "config": to_plain(config),
         "versions": package_versions(),
         "git": git_hash(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+    if timestamp:
+        manifest["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    return manifest
+
+
+def reusable_output(out: Path, stage: str, settings: dict[str, Any], *, overwrite: bool) -> dict[str, Any] | None:
+    """The manifest of a finished earlier run with the same settings (so the stage can skip), or None.
+
+    A folder holding anything else is refused unless `overwrite`; the message names what differs.
+    """
+    check_output_folder(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    previous = read_manifest(out)
+    if overwrite:
+        return None
+    if previous is None or previous.get("stage") != stage:
+        raise PbtError(f"--out {out} already holds something that `pbt {stage}` did not write; choose another "
+                       "folder or pass --overwrite")
+    old = previous.get("settings") or {}
+    differing = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+    if differing:
+        raise PbtError(f"--out {out} holds a `pbt {stage}` output made with other settings "
+                       f"({', '.join(differing)}); choose another folder or pass --overwrite")
+    if previous.get("status") != "complete":
+        return None
+    return previous
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 
 from pbt_cli import __version__, console
-from pbt_cli.commands import env, generate
+from pbt_cli.commands import download, env, eval, generate, preprocess
+from pbt_cli.commands import filter as filter_command
 from pbt_cli.config import find_config_argument, load_config_file, nest_default_map
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, did_you_mean
 
 app = typer.Typer(
     name="pbt",
@@ -24,6 +25,10 @@ app = typer.Typer(
 )
 
 app.command("generate", help=generate.HELP)(generate.generate)
+app.command("filter", help=filter_command.HELP)(filter_command.filter_trees)
+app.command("preprocess", help=preprocess.HELP)(preprocess.preprocess)
+app.add_typer(eval.app, name="eval", help=eval.HELP)
+app.command("download-models", help=download.HELP)(download.download_models)
 app.command("env", help=env.HELP)(env.env)
 
 # Flags that belong to the root but that users naturally type after the subcommand.
@@ -76,9 +81,30 @@ def command_path(argv: Sequence[str]) -> list[str]:
     return path
 
 
+def check_command_names(path: Sequence[str]) -> None:
+    """An unknown (sub)command: one line with the known names and a close match."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for depth, name in enumerate(path):
+        known = getattr(command, "commands", None)
+        if not known:
+            return
+        if name not in known:
+            where = "pbt " + " ".join(path[:depth]) if depth else "pbt"
+            raise PbtError(f"unknown command {name!r} for `{where}`{did_you_mean(name, known)}; known: "
+                           f"{', '.join(known)}")
+        command = known[name]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = hoist_global_flags(sys.argv[1:] if argv is None else argv)
     extra = {}
+    try:
+        check_command_names(command_path(args))
+    except PbtError as exc:
+        console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     config_path = find_config_argument(args)
     if config_path:
         try:

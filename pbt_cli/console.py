@@ -7,6 +7,7 @@ appear only when stderr is a terminal, so logs of SLURM jobs stay clean.
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 from rich.console import Console
@@ -36,6 +37,8 @@ def setup_logging(level: int) -> None:
     root.setLevel(logging.WARNING)
     log.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.DEBUG))
     if level <= 0:
+        # datasets reads this when first imported (always later than here): no per-map progress bars
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         # transformers and friends are chatty at INFO; keep their warnings only.
         for name in ("transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub", "httpx"):
             logging.getLogger(name).setLevel(logging.ERROR if level < 0 else logging.WARNING)

@@ -14,5 +14,7 @@ class PbtError(Exception):
 
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """' (did you mean "x"?)' for the closest known name, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    known = list(known)
+    prefixed = [k for k in known if k.startswith(name)] if name else []
+    close = prefixed[:1] if len(prefixed) == 1 else difflib.get_close_matches(name, known, n=1, cutoff=0.6)
     return f' (did you mean "{close[0]}"?)' if close else ""

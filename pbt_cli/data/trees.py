@@ -246,14 +246,15 @@ def _read_tree_file(file: Path) -> Iterator[Tree]:
             yield Tree.from_record(record, f"{file} record {i}")
         return
     lines = text.split("\n")
-    complete_end = len(lines) - 1 if not text.endswith("\n") else len(lines)
+    # A file that does not end with a newline has an unfinished last line (a run killed mid-write).
+    last_unfinished = len(lines) if not text.endswith("\n") else None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            if number >= complete_end:
+            if number == last_unfinished:
                 log.warning("%s: the last line is incomplete (an interrupted run?); it is skipped", file)
                 return
             raise PbtError(f"{file} line {number}: not valid JSON ({exc.msg}); is it a trees file?") from None
@@ -284,22 +285,31 @@ def from_reference_record(record: dict[str, Any], where: str) -> Tree:
     ordered = sorted((n for n in nodes if n.get("node_idx", -1) != -1), key=lambda n: n["node_idx"])
     for node in ordered:
         id_map[node["node_idx"]] = len(id_map)
-    levels: dict[int, int] = {0: -1}
+    parents: dict[int, int] = {}
     for node in ordered:
-        try:
-            parent_idx = node.get("parent")
-            parent = id_map[-1 if parent_idx is None else parent_idx]
-        except KeyError:
-            raise PbtError(f"{where}: reference node {node.get('node_idx')} names parent {node.get('parent')}, "
-                           "which is missing") from None
+        parent_idx = node.get("parent")
+        parent_idx = -1 if parent_idx is None else parent_idx
+        if parent_idx not in id_map:
+            raise PbtError(f"{where}: reference node {node.get('node_idx')} names parent {parent_idx}, "
+                           "which is missing")
+        parents[id_map[node["node_idx"]]] = id_map[parent_idx]
+
+    def level_of(turn_id: int, seen: int = 0) -> int:
+        if turn_id == 0:
+            return -1
+        if seen > len(parents):
+            raise PbtError(f"{where}: reference nodes name each other as parents in a loop")
+        return level_of(parents[turn_id], seen + 1) + 1
+
+    for node in ordered:
         agent = AGENTS[int(node["agent_idx"])]
         answers = node.get("extracted_ans") or [None, None]
         if isinstance(answers, str):
             answers = [answers, answers]
         turn_id = id_map[node["node_idx"]]
-        levels[turn_id] = levels[parent] + 1
+        parent = parents[turn_id]
         turns.append(Turn(
-            id=turn_id, parent=parent, level=levels[turn_id], agent=agent, persona=node.get("persona"),
+            id=turn_id, parent=parent, level=level_of(turn_id), agent=agent, persona=node.get("persona"),
             text=_reference_text(node.get("generation")),
             answer={"A": _first(answers[1] if len(answers) > 1 else None), "B": _first(answers[0])},
             raw_extraction=json.dumps(answers),

@@ -47,19 +47,19 @@ def ends_with_prefill(conversation: Sequence[Message]) -> bool:
     return bool(conversation) and conversation[-1]["role"] == "assistant"
 
 
-def render(tokenizer: Any, conversation: Sequence[Message], *, add_generation_prompt: bool | None = None) -> str:
+def render(tokenizer: Any, conversation: Sequence[Message], *, complete: bool = False) -> str:
     """The template's text for a conversation.
 
-    By default a conversation ending with a user message gets the generation prompt, and one ending
-    with an assistant message is continued (an answer prefix such as "Final answer:").
+    For generation (the default) a conversation ending with a user message gets the generation
+    prompt, and one ending with an assistant message is continued (an answer prefix such as
+    "Final answer:"). With `complete=True` the conversation is rendered as finished, every turn
+    closed by the template's end-of-turn: the form a training example takes.
     """
-    prefill = ends_with_prefill(conversation)
-    if add_generation_prompt is None:
-        add_generation_prompt = not prefill
+    prefill = ends_with_prefill(conversation) and not complete
     try:
         return tokenizer.apply_chat_template(
-            list(conversation), tokenize=False, add_generation_prompt=add_generation_prompt,
-            continue_final_message=prefill and add_generation_prompt is False,
+            list(conversation), tokenize=False, add_generation_prompt=not prefill and not complete,
+            continue_final_message=prefill,
         )
     except Exception as exc:  # jinja errors from templates that refuse a role order, e.g. Mistral's
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

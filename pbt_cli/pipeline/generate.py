@@ -122,7 +122,11 @@ def prepare_output(cfg: GenerateConfig) -> tuple[set[str], int]:
             path.unlink(missing_ok=True)
         return set(), 0
     if manifest_path.is_file():
-        previous = json.loads(manifest_path.read_text()).get("settings", {})
+        try:
+            previous = json.loads(manifest_path.read_text()).get("settings", {})
+        except json.JSONDecodeError:
+            raise PbtError(f"{manifest_path} is damaged (not valid JSON); pass --overwrite to start {trees_path} "
+                           "again, or restore the manifest") from None
         current = cfg.content_settings()
         differing = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
         if differing:
@@ -138,9 +142,13 @@ def prepare_output(cfg: GenerateConfig) -> tuple[set[str], int]:
         end = data.rfind(b"\n") + 1
         if end < len(data):
             handle.truncate(end)  # drop the partial last line; it is generated again
-        for line in data[:end].splitlines():
+        for number, line in enumerate(data[:end].splitlines(), 1):
             if line.strip():
-                done.add(str(json.loads(line)["tree_id"]))
+                try:
+                    done.add(str(json.loads(line)["tree_id"]))
+                except (json.JSONDecodeError, KeyError):
+                    raise PbtError(f"{trees_path} line {number} is damaged (not a tree record; two runs writing "
+                                   "one file?); remove that line, or pass --overwrite to start again") from None
     return done, len(done)
 
 

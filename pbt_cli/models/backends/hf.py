@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from pbt_cli.console import log
 from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, encode, render, template_hash
 from pbt_cli.models.spec import ModelSpec
@@ -127,6 +128,8 @@ class TransformersGenerator:
         self.usage.generated_tokens += generated
         self.usage.padded_tokens += width * len(prompts) - sum(len(p) for p in prompts) - generated
         self.usage.seconds += time.perf_counter() - started
+        log.debug("generate: %d rows x %d prompt tokens, %d new tokens in %.1f s", len(prompts), input_ids.shape[1],
+                  generated, time.perf_counter() - started)
         return texts
 
 

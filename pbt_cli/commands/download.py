@@ -1,0 +1,58 @@
+"""`pbt download-models`: the paper's released PBT checkpoints (SPEC.md section 8)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pbt_cli import console
+from pbt_cli.commands import options as o
+from pbt_cli.models import registry
+from pbt_cli.models.download import cached_kind, download, released_names
+
+HELP = "Download the released PBT models (or `all`) into the Hugging Face cache or --local-dir."
+
+
+@o.pbt_command
+def download_models(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(help="Short names (see --list) or `all`.")] = None,
+    list_models: Annotated[bool, typer.Option("--list", help="Print the registry and exit.")] = False,
+    local_dir: Annotated[Path | None, typer.Option(
+        "--local-dir", help="Download into <local-dir>/<name> instead of the Hugging Face cache.")] = None,
+    revision: o.Revision = None,
+    json_out: o.JsonOut = False,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    if list_models:
+        table = Table(title="models pbt knows by short name")
+        for column in ("name", "hub id"):
+            table.add_column(column, no_wrap=True)
+        table.add_column("PBT")  # one of the paper's released PBT models
+        table.add_column("cached")  # full / adapter (read from the cached files) / no
+        for entry in registry.REGISTRY.values():
+            kind = cached_kind(entry.hub_id) or "no"
+            table.add_row(entry.name, entry.hub_id, "yes" if entry.released else "", kind)
+        console.stdout.print(table)
+        return
+    entries = released_names(list(names or []))
+    if dry_run:
+        o.print_dry_run("pbt download-models", {"models": [e.hub_id for e in entries], "revision": revision,
+                                                 "local_dir": local_dir})
+        return
+    downloaded = []
+    for entry in entries:
+        console.stderr.print(f"downloading {entry.name} ({entry.hub_id}) ...", highlight=False)
+        model = download(entry, revision=revision, local_dir=local_dir, token=os.environ.get("HF_TOKEN"))
+        downloaded.append(model)
+        base = f" on base {model.base}" if model.base else ""
+        console.stderr.print(f"[green]done[/]: {model.name} is a {model.kind} model{base} -> {model.path}",
+                             highlight=False)
+    if json_out:
+        print(json.dumps([m.to_dict() for m in downloaded], indent=2))

@@ -1,0 +1,229 @@
+"""`pbt eval flipflop|ays|team|report`: the paper's three evaluations and a comparison of results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.table import Table
+
+from pbt_cli import console
+from pbt_cli.commands import options as o
+from pbt_cli.data.questions import check_source
+from pbt_cli.errors import PbtError
+from pbt_cli.evals.results import format_metric
+from pbt_cli.models.resolve import check_spec
+
+HELP = "The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues)."
+
+app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
+
+ExtractorModel = Annotated[str | None, typer.Option(
+    "--extractor-model", help="Model that reads each reply's answer (default: the evaluated model).")]
+Out = Annotated[Path, typer.Option("--out", help="Results root: <out>/<eval>/<model>/results.json.")]
+ExtractionTokens = Annotated[int, typer.Option("--extraction-max-new-tokens", rich_help_panel=o.SAMPLING,
+                                               help="Token budget of each answer extraction.")]
+Questions = Annotated[str, typer.Option(
+    "--questions", help="embedded:validation, trivia_qa:validation, hf:OWNER/NAME[:CONFIG]:SPLIT, or a file.")]
+
+
+def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -> None:
+    if json_out:
+        print(json.dumps(results, indent=2))
+        return
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value [95% CI]", justify="right")
+    table.add_column("n", justify="right")
+
+    def add(prefix: str, metrics: dict[str, Any]) -> None:
+        for name, entry in metrics.items():
+            if isinstance(entry, dict) and "value" in entry:
+                table.add_row(prefix + name, format_metric(entry), str(entry.get("n", "")))
+            elif isinstance(entry, dict) and name != "counts":
+                add(f"{prefix}{name} ", entry)
+            elif not isinstance(entry, dict) and entry is not None:
+                table.add_row(prefix + name, f"{entry:.3f}" if isinstance(entry, float) else str(entry), "")
+
+    add("", results["metrics"])
+    console.stdout.print(table)
+    console.stderr.print(f"results: {folder / 'results.json'}\nsamples: {folder / 'samples.jsonl'}", highlight=False)
+
+
+@app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).")
+@o.pbt_command
+def flipflop(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
+    data: Annotated[Path, typer.Option("--data", help="A `pbt preprocess` output rendered for this model.")],
+    split: Annotated[Literal["valid", "test"], typer.Option("--split", help="Which evaluation split.")] = "test",
+    extractor_model: ExtractorModel = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate at most N pairs (half per label).")] = None,
+    temperature: o.Temperature = 0.7,
+    top_p: o.TopP = 1.0,
+    max_new_tokens: o.MaxNewTokens = 80,
+    extraction_max_new_tokens: ExtractionTokens = 16,
+    out: Out = Path("results"),
+    json_out: o.JsonOut = False,
+    seed: o.Seed = 42,
+    revision: o.Revision = None,
+    adapter: o.Adapter = None,
+    chat_template: o.ChatTemplate = None,
+    dtype: o.Dtype = "auto",
+    device_map: o.DeviceMap = "auto",
+    load_in_8bit: o.LoadIn8bit = False,
+    load_in_4bit: o.LoadIn4bit = False,
+    bnb_4bit_quant_type: o.QuantType = "nf4",
+    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
+    bnb_4bit_use_double_quant: o.DoubleQuant = False,
+    trust_remote_code: o.TrustRemoteCode = False,
+    attn_implementation: o.AttnImplementation = None,
+    backend: o.Backend = "transformers",
+    batch_size: o.BatchSize = 64,
+    max_batch_tokens: o.MaxBatchTokens = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    gpu_memory_utilization: o.GpuMemory = None,
+    max_model_len: o.MaxModelLen = None,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
+    from pbt_cli.pipeline.preprocess import read_data_manifest
+
+    params = ctx.params
+    cfg = FlipflopConfig(model=o.model_spec_from(params, "model", with_overrides=True), data=data, split=split,
+                         extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
+                         sampling=o.sampling_from({**params, "min_new_tokens": 0}),
+                         extraction_max_new_tokens=extraction_max_new_tokens, out=out,
+                         backend=o.backend_options_from(params))
+    _check_models(cfg.model, cfg.extractor)
+    read_data_manifest(data)
+    if dry_run:
+        o.print_dry_run("pbt eval flipflop", cfg)
+        return
+    results, folder = run_flipflop(cfg)
+    _render(results, folder, json_out, f"flipflop: {cfg.model.display_name} on {data} ({split})")
+
+
+@app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.')
+@o.pbt_command
+def ays(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
+    questions: Questions = "embedded:validation",
+    limit: Annotated[int | None, typer.Option("--limit", help="Questions to ask (paper: 1000).")] = 1000,
+    extractor_model: ExtractorModel = None,
+    max_new_tokens: o.MaxNewTokens = 80,
+    extraction_max_new_tokens: ExtractionTokens = 16,
+    out: Out = Path("results"),
+    json_out: o.JsonOut = False,
+    seed: o.Seed = 42,
+    revision: o.Revision = None,
+    adapter: o.Adapter = None,
+    chat_template: o.ChatTemplate = None,
+    dtype: o.Dtype = "auto",
+    device_map: o.DeviceMap = "auto",
+    load_in_8bit: o.LoadIn8bit = False,
+    load_in_4bit: o.LoadIn4bit = False,
+    bnb_4bit_quant_type: o.QuantType = "nf4",
+    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
+    bnb_4bit_use_double_quant: o.DoubleQuant = False,
+    trust_remote_code: o.TrustRemoteCode = False,
+    attn_implementation: o.AttnImplementation = None,
+    backend: o.Backend = "transformers",
+    batch_size: o.BatchSize = 64,
+    max_batch_tokens: o.MaxBatchTokens = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    gpu_memory_utilization: o.GpuMemory = None,
+    max_model_len: o.MaxModelLen = None,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.evals.ays import AysConfig, run_ays
+
+    params = ctx.params
+    cfg = AysConfig(model=o.model_spec_from(params, "model", with_overrides=True), questions=questions, limit=limit,
+                    seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
+                    extraction_max_new_tokens=extraction_max_new_tokens, out=out,
+                    backend=o.backend_options_from(params))
+    _check_models(cfg.model, cfg.extractor)
+    check_source(questions)
+    if dry_run:
+        o.print_dry_run("pbt eval ays", cfg)
+        return
+    with console.RichProgress() as progress:
+        results, folder = run_ays(cfg, progress=progress)
+    _render(results, folder, json_out, f"are you sure?: {cfg.model.display_name} on {questions}")
+
+
+@app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.")
+@o.pbt_command
+def team(
+    ctx: typer.Context,
+    model_x: Annotated[str | None, typer.Option("--model-x", help="First model (speaks first in order xy).")] = None,
+    model_y: Annotated[str | None, typer.Option("--model-y", help="Second model (speaks first in order yx).")] = None,
+    rescore: Annotated[Path | None, typer.Option(
+        "--rescore", help="Recompute metrics from a team samples.jsonl (or its folder); generates nothing.")] = None,
+    questions: Questions = "embedded:validation",
+    limit: Annotated[int | None, typer.Option("--limit", help="Questions (paper: 1000).")] = 1000,
+    orders: Annotated[Literal["both", "xy", "yx"], typer.Option("--orders", help="Speaking orders to run.")] = "both",
+    max_turns: Annotated[int, typer.Option("--max-turns", help="Dialogue turns in all.")] = 4,
+    both_first: Annotated[bool, typer.Option("--both-first/--no-both-first",
+                                             help="The second model opens without seeing the first.")] = True,
+    extractor_model: Annotated[str | None, typer.Option(
+        "--extractor-model", help="Model that reads answers (default: --model-x, for both orders).")] = None,
+    max_new_tokens: o.MaxNewTokens = 80,
+    extraction_max_new_tokens: ExtractionTokens = 16,
+    out: Out = Path("results"),
+    json_out: o.JsonOut = False,
+    seed: o.Seed = 42,
+    dtype: o.Dtype = "auto",
+    device_map: o.DeviceMap = "auto",
+    load_in_8bit: o.LoadIn8bit = False,
+    load_in_4bit: o.LoadIn4bit = False,
+    bnb_4bit_quant_type: o.QuantType = "nf4",
+    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
+    bnb_4bit_use_double_quant: o.DoubleQuant = False,
+    trust_remote_code: o.TrustRemoteCode = False,
+    attn_implementation: o.AttnImplementation = None,
+    backend: o.Backend = "transformers",
+    batch_size: o.BatchSize = 64,
+    max_batch_tokens: o.MaxBatchTokens = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    gpu_memory_utilization: o.GpuMemory = None,
+    max_model_len: o.MaxModelLen = None,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.evals import team as team_eval
+
+    if rescore is not None:
+        metrics = team_eval.rescore(rescore)
+        _render({"metrics": metrics}, rescore if rescore.is_dir() else rescore.parent, json_out,
+                f"team (rescored from {rescore})")
+        return
+    if not model_x or not model_y:
+        raise PbtError("pbt eval team needs --model-x and --model-y (or --rescore SAMPLES to re-score a run)")
+    params = ctx.params
+    cfg = team_eval.TeamConfig(
+        model_x=o.model_spec_from(params, "model_x"), model_y=o.model_spec_from(params, "model_y"),
+        extractor=o.model_spec_from(params, "extractor_model"), questions=questions, limit=limit, seed=seed,
+        max_turns=max_turns, both_first=both_first, orders=team_eval.ORDERS if orders == "both" else (orders,),
+        max_new_tokens=max_new_tokens, extraction_max_new_tokens=extraction_max_new_tokens, out=out,
+        backend=o.backend_options_from(params))
+    _check_models(cfg.model_x, cfg.model_y, cfg.extractor)
+    check_source(questions)
+    if dry_run:
+        o.print_dry_run("pbt eval team", cfg)
+        return
+    with console.RichProgress() as progress:
+        results, folder = team_eval.run_team(cfg, progress=progress)
+    _render(results, folder, json_out, f"team: x={cfg.model_x.display_name}, y={cfg.model_y.display_name}")
+
+
+def _check_models(*specs: Any) -> None:
+    for spec in specs:
+        if spec is not None:
+            check_spec(spec)

@@ -1,0 +1,71 @@
+"""`pbt filter`: dialogue trees -> preference pairs (SPEC.md section 4)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pbt_cli import console
+from pbt_cli.commands import options as o
+from pbt_cli.data.trees import tree_files
+from pbt_cli.models.resolve import check_spec
+from pbt_cli.pipeline.filter import FilterConfig, run_filter, summary_rows
+
+HELP = "Turn dialogue trees into resist/accept preference pairs, split by tree (tokenizer-independent)."
+
+
+@o.pbt_command
+def filter_trees(
+    ctx: typer.Context,
+    trees: Annotated[Path, typer.Option("--trees", help="A trees file or a folder of shards (pbt or reference format).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder for train/valid/test.jsonl + manifest.")],
+    margin: Annotated[float, typer.Option("--margin", help="Keep a pair when (hi - lo) / hi >= margin.")] = 0.5,
+    judge: Annotated[str | None, typer.Option(
+        "--judge", help="LLM judge for answer sameness and for confirming resist/accept kinds.")] = None,
+    valid_fraction: Annotated[float, typer.Option("--valid-fraction", help="Share of trees for valid.")] = 0.15,
+    test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of trees for test.")] = 0.15,
+    seed: o.Seed = 42,
+    overwrite: o.Overwrite = False,
+    dtype: o.Dtype = "auto",
+    device_map: o.DeviceMap = "auto",
+    load_in_8bit: o.LoadIn8bit = False,
+    load_in_4bit: o.LoadIn4bit = False,
+    bnb_4bit_quant_type: o.QuantType = "nf4",
+    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
+    bnb_4bit_use_double_quant: o.DoubleQuant = False,
+    trust_remote_code: o.TrustRemoteCode = False,
+    attn_implementation: o.AttnImplementation = None,
+    backend: o.Backend = "transformers",
+    batch_size: o.BatchSize = 64,
+    max_batch_tokens: o.MaxBatchTokens = None,
+    tensor_parallel_size: o.TensorParallel = 1,
+    gpu_memory_utilization: o.GpuMemory = None,
+    max_model_len: o.MaxModelLen = None,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    params = ctx.params
+    cfg = FilterConfig(trees=trees, out=out, margin=margin, judge=o.model_spec_from(params, "judge"), seed=seed,
+                       valid_fraction=valid_fraction, test_fraction=test_fraction, overwrite=overwrite,
+                       backend=o.backend_options_from(params))
+    tree_files(trees)
+    if cfg.judge:
+        check_spec(cfg.judge)
+    if dry_run:
+        o.print_dry_run("pbt filter", cfg)
+        return
+    with console.RichProgress() as progress:
+        result = run_filter(cfg, progress=progress)
+    table = Table(title=f"preference pairs in {result.out}" + (" (up to date, reused)" if result.reused else ""))
+    for column in ("split", "resist", "accept", "no kind", "total"):
+        table.add_column(column, justify="right" if column != "split" else "left")
+    for row in summary_rows(result):
+        table.add_row(*[str(v) for v in row])
+    console.stderr.print(table)
+    trees_line = ", ".join(f"{k} {v}" for k, v in result.trees.items())
+    removed_line = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.removed.items())
+    console.stderr.print(f"trees: {trees_line}\nsibling pairs considered: {result.pairs_considered}; removed: "
+                         f"{removed_line or 'none'}", highlight=False)

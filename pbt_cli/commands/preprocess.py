@@ -1,0 +1,65 @@
+"""`pbt preprocess`: preference pairs rendered for one tokenizer (SPEC.md section 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.panel import Panel
+from rich.text import Text
+
+from pbt_cli import console
+from pbt_cli.commands import options as o
+from pbt_cli.models.resolve import check_spec
+from pbt_cli.models.spec import ModelSpec
+from pbt_cli.pipeline.filter import pairs_manifest_hash
+from pbt_cli.pipeline.preprocess import PreprocessConfig, run_preprocess
+
+HELP = "Render preference pairs with one tokenizer's chat template into train/valid/test datasets."
+
+
+@o.pbt_command
+def preprocess(
+    ctx: typer.Context,
+    pairs: Annotated[Path, typer.Option("--pairs", help="The --out folder of `pbt filter`.")],
+    tokenizer: Annotated[str, typer.Option("--tokenizer", help="Model whose tokenizer and chat template to use.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (a saved DatasetDict + manifest).")],
+    format: Annotated[Literal["dpo", "sft"], typer.Option(
+        "--format", help="dpo: prompt/chosen/rejected; sft: prompt/completion (the chosen response).")] = "dpo",
+    mix: Annotated[Literal["balanced", "accept", "resist", "all"], typer.Option(
+        "--mix", help="balanced (PBT) | accept-only | resist-only | all pairs.")] = "balanced",
+    limit: Annotated[int | None, typer.Option("--limit", help="Cap the training pairs (fair comparisons).")] = None,
+    max_length: Annotated[int, typer.Option("--max-length", help="Drop pairs longer than this (tokens).")] = 1024,
+    max_prompt_length: Annotated[int, typer.Option("--max-prompt-length",
+                                                   help="Drop pairs whose prompt is longer (tokens).")] = 512,
+    show: Annotated[int, typer.Option("--show", help="Print N rendered training examples.")] = 0,
+    revision: o.Revision = None,
+    chat_template: o.ChatTemplate = None,
+    trust_remote_code: o.TrustRemoteCode = False,
+    seed: o.Seed = 42,
+    overwrite: o.Overwrite = False,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    spec = ModelSpec.parse(tokenizer, revision=revision, chat_template=chat_template,
+                           load=o.load_options_from(ctx.params))
+    cfg = PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, format=format, mix=mix, limit=limit,
+                           max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, overwrite=overwrite)
+    check_spec(spec)
+    pairs_manifest_hash(pairs)
+    if dry_run:
+        o.print_dry_run("pbt preprocess", cfg)
+        return
+    with console.RichProgress() as progress:
+        result = run_preprocess(cfg, show=show, progress=progress)
+    for example in result.examples:  # Text, not markup: the dialogue may contain brackets
+        body = Text(example["prompt_text"])
+        body.append(example.get("chosen_text") or example.get("completion_text") or "", style="bold green")
+        if "rejected_text" in example:
+            body.append("\nrejected: ", style="bold red")
+            body.append(example["rejected_text"])
+        console.stderr.print(Panel(body, title=f"{example['pair_id']} ({example['kind']})", expand=False))
+    status = "up to date, reused" if result.reused else "written"
+    console.stderr.print(f"[green]{status}[/]: {result.out} ({', '.join(f'{k} {v}' for k, v in result.counts.items())}"
+                         f"; dropped: {', '.join(f'{k} {v}' for k, v in result.dropped.items())})", highlight=False)

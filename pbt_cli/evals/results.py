@@ -1,0 +1,102 @@
+"""Results files shared by every evaluation: metrics with bootstrap intervals, results.json, samples.jsonl.
+
+Layout: `<out>/<eval>/<model-name>/results.json` and `samples.jsonl` (one line per question or
+pair: prompts, responses, extracted answers, gold aliases, correctness).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.artifacts import base_manifest, write_json
+from pbt_cli.errors import PbtError
+
+BOOTSTRAP_SAMPLES = 1000
+CONFIDENCE = 0.95
+
+
+def bootstrap_interval(values: Sequence[float], *, statistic: Callable[[Any], float] | None = None,
+                       samples: int = BOOTSTRAP_SAMPLES, seed: int = 0,
+                       confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean (or of `statistic` over index arrays)."""
+    import numpy as np
+
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return (float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, data.shape[0], size=(samples, data.shape[0]))
+    stats = data[draws].mean(axis=1) if statistic is None else np.array([statistic(d) for d in draws])
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(stats, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def metric(values: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
+    """{"value": mean, "ci95": [low, high], "n": count} (value None when n is 0)."""
+    values = [float(v) for v in values]
+    if not values:
+        return {"value": None, "ci95": [None, None], "n": 0}
+    low, high = bootstrap_interval(values, seed=seed)
+    return {"value": sum(values) / len(values), "ci95": [low, high], "n": len(values)}
+
+
+def paired_difference(first: Sequence[float], second: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
+    """Mean of first - second over the same items, with a paired bootstrap interval."""
+    if len(first) != len(second):
+        raise ValueError("paired metrics need the same items")
+    return metric([a - b for a, b in zip(first, second, strict=True)], seed=seed)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def folder_name(name: str) -> str:
+    return _UNSAFE.sub("_", name).strip("_") or "model"
+
+
+def results_folder(out: Path, eval_name: str, model_name: str) -> Path:
+    return out / eval_name / folder_name(model_name)
+
+
+def write_results(folder: Path, *, eval_name: str, config: Any, metrics: dict[str, Any],
+                  samples: list[dict[str, Any]], models: dict[str, Any], seeds: dict[str, Any],
+                  extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    folder.mkdir(parents=True, exist_ok=True)
+    results = base_manifest(f"eval {eval_name}", config)
+    results.update(eval=eval_name, metrics=metrics, n=len(samples), seeds=seeds, models=models,
+                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
+    with open(folder / "samples.jsonl", "w", encoding="utf-8") as handle:
+        for sample in samples:
+            handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    write_json(folder / "results.json", results)
+    return results
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    if path.is_dir():
+        path = path / "samples.jsonl"
+    if not path.is_file():
+        raise PbtError(f"{path} does not exist; give a samples.jsonl written by `pbt eval`")
+    samples = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                samples.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise PbtError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
+    return samples
+
+
+def format_metric(entry: dict[str, Any]) -> str:
+    value = entry.get("value")
+    if value is None:
+        return "-"
+    low, high = entry.get("ci95") or (None, None)
+    interval = f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else ""
+    return f"{value:.3f}{interval}"

@@ -1,0 +1,361 @@
+"""`pbt filter`: from dialogue trees to preference pairs (SPEC.md section 4, with section 9's fixes).
+
+Pure functions do the method (unify, score, pair, kind, split); `run_filter` reads trees, asks the
+optional judge in two batched calls, and writes `train.jsonl`, `valid.jsonl`, `test.jsonl` and a
+`manifest.json` into a staging folder that replaces `--out` only when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.artifacts import MANIFEST, base_manifest, reusable_output, sha256_file, staged_folder, write_json
+from pbt_cli.config import to_plain
+from pbt_cli.data.answers import is_correct, is_special, same_answer
+from pbt_cli.data.pairs import KINDS, SPLITS, PreferencePair, write_pairs
+from pbt_cli.data.prompts import (
+    EVAL_PERSONA,
+    parse_stance,
+    parse_yes_no,
+    prompts_hash,
+    same_answer_conversation,
+    stance_conversation,
+)
+from pbt_cli.data.trees import AGENTS, Tree, Turn, other_agent, read_trees, resolve_answers, tree_files
+from pbt_cli.errors import PbtError
+from pbt_cli.models.backends import BackendOptions, GeneratorPool
+from pbt_cli.models.backends.base import Generator, Sampling
+from pbt_cli.models.spec import ModelSpec
+from pbt_cli.pipeline.dialogue import agent_view
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
+
+JUDGE_SAMPLING = Sampling(temperature=0.0, max_new_tokens=4)
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    trees: Path
+    out: Path
+    margin: float = 0.5
+    judge: ModelSpec | None = None
+    seed: int = 42
+    valid_fraction: float = 0.15
+    test_fraction: float = 0.15
+    overwrite: bool = False
+    backend: BackendOptions = field(default_factory=BackendOptions)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 1:
+            raise PbtError(f"--margin must be between 0 and 1, got {self.margin}")
+        if self.valid_fraction < 0 or self.test_fraction < 0 or self.valid_fraction + self.test_fraction >= 1:
+            raise PbtError("--valid-fraction and --test-fraction must be >= 0 and leave room for a train split")
+
+
+# --- the method, as pure functions ---------------------------------------------------------------
+
+
+@dataclass
+class ScoredTree:
+    """A tree with unified answers, per-agent correctness, own scores and subtree scores per turn."""
+
+    tree: Tree
+    answers: dict[int, dict[str, str]]
+    correct: dict[int, dict[str, bool]]
+    own: dict[int, int]
+    subtree: dict[int, int]
+
+
+def unify_answers(tree: Tree, resolved: dict[int, dict[str, str]],
+                  judged_same: dict[tuple[str, int], bool] | None = None) -> dict[int, dict[str, str]]:
+    """Both agents' answers per turn, with two answers that name the same thing made identical.
+
+    Same means: string rules (normalised equality, or containment with similarity > 0.5), or the
+    judge said so. When they are the same and one is correct, both take the correct one.
+    """
+    aliases = tree.question.normalized_aliases
+    unified: dict[int, dict[str, str]] = {}
+    for turn_id, state in resolved.items():
+        a, b = state["A"], state["B"]
+        same = same_answer(a, b) or bool((judged_same or {}).get((tree.tree_id, turn_id)))
+        a_ok, b_ok = is_correct(a, aliases), is_correct(b, aliases)
+        if same and a_ok != b_ok:
+            a = b = a if a_ok else b
+        unified[turn_id] = {"A": a, "B": b}
+    return unified
+
+
+def score_tree(tree: Tree, unified: dict[int, dict[str, str]]) -> ScoredTree:
+    aliases = tree.question.normalized_aliases
+    correct = {tid: {agent: is_correct(ans[agent], aliases) for agent in AGENTS} for tid, ans in unified.items()}
+    own = {tid: int(flags["A"]) + int(flags["B"]) for tid, flags in correct.items()}
+    by_id = {t.id: t for t in tree.turns}
+    subtree: dict[int, int] = {}
+
+    def total(turn_id: int) -> int:
+        subtree[turn_id] = own[turn_id] + sum(total(child) for child in by_id[turn_id].children)
+        return subtree[turn_id]
+
+    total(tree.root.id)
+    return ScoredTree(tree=tree, answers=unified, correct=correct, own=own, subtree=subtree)
+
+
+def has_disagreement(scored: ScoredTree) -> bool:
+    """Whether the agents ever hold different (non-NONE) answers at some turn."""
+    for state in scored.answers.values():
+        a, b = state["A"], state["B"]
+        if not is_special(a) and not is_special(b) and a != b and not same_answer(a, b):
+            return True
+    return False
+
+
+@dataclass
+class Candidate:
+    chosen: Turn
+    rejected: Turn
+    kind: str | None
+
+
+def sibling_pairs(scored: ScoredTree, margin: float, removed: Counter) -> list[Candidate]:
+    """Pairs of siblings by the margin rule (inclusive, SPEC.md 4.4 and 9), each unordered pair once."""
+    tree = scored.tree
+    found: list[Candidate] = []
+    for parent in tree.turns:
+        for first, second in combinations(tree.children(parent), 2):
+            removed["sibling_pairs_considered"] += 1
+            if len(first.children) != len(second.children):
+                removed["different_child_counts"] += 1
+                continue
+            if scored.own[first.id] == 2 and scored.own[second.id] == 2:
+                removed["both_fully_correct"] += 1
+                continue
+            high, low = sorted((first, second), key=lambda t: scored.subtree[t.id], reverse=True)
+            hi, lo = scored.subtree[high.id], scored.subtree[low.id]
+            if hi == 0:
+                removed["no_correct_answer"] += 1
+                continue
+            if (hi - lo) / hi < margin or hi == lo:
+                removed["below_margin"] += 1
+                continue
+            found.append(Candidate(chosen=high, rejected=low, kind=pair_kind(scored, high, low)))
+    return found
+
+
+def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
+    """resist / accept / None, from the responder's view (SPEC.md 4.5)."""
+    tree = scored.tree
+    responder = chosen.agent
+    persuader = other_agent(responder)
+    parent = tree.turn(chosen.parent)
+    if parent.is_root or parent.parent is None:
+        return None
+    grandparent = tree.turn(parent.parent)
+    if grandparent.is_root or grandparent.agent != responder:
+        return None  # the responder has no previous turn (B's independent opening)
+    previous = scored.answers[grandparent.id][responder]
+    previous_ok = scored.correct[grandparent.id][responder]
+    persuasion = scored.answers[parent.id][persuader]
+    persuasion_ok = scored.correct[parent.id][persuader]
+    chosen_ok = scored.correct[chosen.id][responder]
+    rejected_ok = scored.correct[rejected.id][responder]
+    if not chosen_ok or rejected_ok:
+        return None
+    if previous_ok and not is_special(persuasion) and not same_answer(persuasion, previous) \
+            and persuasion != previous:
+        return "resist"
+    if not previous_ok and persuasion_ok:
+        return "accept"
+    return None
+
+
+def split_trees(tree_ids: list[str], seed: int, valid_fraction: float, test_fraction: float) -> dict[str, str]:
+    """Assign whole trees to train / valid / test (never single pairs), stable for a seed."""
+    order = sorted(tree_ids)
+    random.Random(seed).shuffle(order)
+    n_valid = round(len(order) * valid_fraction)
+    n_test = round(len(order) * test_fraction)
+    n_train = len(order) - n_valid - n_test
+    splits = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
+    return dict(zip(order, splits, strict=True))
+
+
+def build_pair(scored: ScoredTree, candidate: Candidate, split: str) -> PreferencePair:
+    tree = scored.tree
+    chosen, rejected = candidate.chosen, candidate.rejected
+    responder = chosen.agent
+    parent = tree.turn(chosen.parent)
+    prompt = agent_view(tree.question.question, tree.path_to(parent.id) if not parent.is_root else [], responder,
+                        EVAL_PERSONA, tree.both_first)
+    previous = None
+    if not parent.is_root and parent.parent is not None and not tree.turn(parent.parent).is_root:
+        previous = scored.answers[parent.parent][responder]
+    return PreferencePair(
+        pair_id=f"{tree.tree_id}:{chosen.id}>{rejected.id}", tree_id=tree.tree_id, split=split, kind=candidate.kind,
+        responder=responder, level=chosen.level, prompt=prompt, chosen=chosen.text, rejected=rejected.text,
+        question=tree.question.question, gold_aliases=list(tree.question.normalized_aliases),
+        answers={"chosen": scored.answers[chosen.id][responder], "rejected": scored.answers[rejected.id][responder],
+                 "persuader": None if parent.is_root else scored.answers[parent.id][other_agent(responder)],
+                 "responder_previous": previous},
+        scores={"chosen": scored.subtree[chosen.id], "rejected": scored.subtree[rejected.id],
+                "chosen_own": scored.own[chosen.id], "rejected_own": scored.own[rejected.id]},
+        personas={"chosen": chosen.persona, "rejected": rejected.persona},
+        turn_ids={"chosen": chosen.id, "rejected": rejected.id, "persuasion": parent.id},
+    )
+
+
+# --- the judge -----------------------------------------------------------------------------------
+
+
+def judge_same_answers(trees: list[Tree], resolved: dict[str, dict[int, dict[str, str]]],
+                       judge: Generator) -> dict[tuple[str, int], bool]:
+    """Ask the judge, in one batch, about every turn where sameness changes a score.
+
+    That is where both agents give an answer, string rules do not call them the same, and exactly
+    one of them is correct.
+    """
+    queries: list[tuple[tuple[str, int], list[dict[str, str]]]] = []
+    for tree in trees:
+        aliases = tree.question.normalized_aliases
+        for turn_id, state in resolved[tree.tree_id].items():
+            a, b = state["A"], state["B"]
+            if is_special(a) or is_special(b) or same_answer(a, b):
+                continue
+            if is_correct(a, aliases) != is_correct(b, aliases):
+                queries.append(((tree.tree_id, turn_id), same_answer_conversation(tree.question.question, a, b)))
+    if not queries:
+        return {}
+    replies = judge.chat([conversation for _, conversation in queries], JUDGE_SAMPLING)
+    return {key: parse_yes_no(reply) is True for (key, _), reply in zip(queries, replies, strict=True)}
+
+
+def confirm_kinds(scored_trees: dict[str, ScoredTree], candidates: list[tuple[str, Candidate]],
+                  judge: Generator) -> list[bool]:
+    """Whether the judge's stance labels agree with each candidate's kind (pairs of no kind pass)."""
+    queries, slots = [], []
+    for index, (tree_id, candidate) in enumerate(candidates):
+        if candidate.kind is None:
+            continue
+        tree = scored_trees[tree_id].tree
+        persuasion = tree.turn(candidate.chosen.parent).text
+        for turn in (candidate.chosen, candidate.rejected):
+            queries.append(stance_conversation(tree.question.question, persuasion, turn.text))
+        slots.append(index)
+    confirmed = [True] * len(candidates)
+    if not queries:
+        return confirmed
+    stances = [parse_stance(reply) for reply in judge.chat(queries, JUDGE_SAMPLING)]
+    for position, index in enumerate(slots):
+        chosen_stance, rejected_stance = stances[2 * position], stances[2 * position + 1]
+        expected = ("DISAGREE", "AGREE") if candidates[index][1].kind == "resist" else ("AGREE", "DISAGREE")
+        confirmed[index] = (chosen_stance, rejected_stance) == expected
+    return confirmed
+
+
+# --- the stage -----------------------------------------------------------------------------------
+
+
+@dataclass
+class FilterResult:
+    out: Path
+    counts: dict[str, dict[str, int]]  # split -> kind ("resist", "accept", "none") -> pairs
+    removed: dict[str, int]
+    trees: dict[str, int]
+    pairs_considered: int = 0  # sibling pairs looked at before the rules removed some
+    reused: bool = False
+
+
+def _inputs_digest(trees_path: Path) -> dict[str, str]:
+    return {str(p.name): sha256_file(p) for p in tree_files(trees_path)}
+
+
+def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
+               progress: ProgressSink = NULL_PROGRESS) -> FilterResult:
+    settings = to_plain({"margin": cfg.margin, "judge": cfg.judge.name if cfg.judge else None, "seed": cfg.seed,
+                         "valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction,
+                         "inputs": _inputs_digest(cfg.trees), "prompts": prompts_hash() if cfg.judge else None})
+    previous = reusable_output(cfg.out, "filter", settings, overwrite=cfg.overwrite)
+    if previous is not None:
+        return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],
+                            trees=previous["trees"], pairs_considered=previous.get("pairs_considered", 0),
+                            reused=True)
+
+    trees = sorted(read_trees(cfg.trees), key=lambda t: t.tree_id)
+    if not trees:
+        raise PbtError(f"--trees {cfg.trees} holds no trees")
+    seen: set[str] = set()
+    for tree in trees:
+        if tree.tree_id in seen:
+            raise PbtError(f"tree {tree.tree_id} appears twice under {cfg.trees} (two runs in one folder?); "
+                           "keep one run's files per folder")
+        seen.add(tree.tree_id)
+    progress.start("filter", "scoring trees", total=len(trees))
+    resolved = {tree.tree_id: resolve_answers(tree) for tree in trees}
+    judge = None
+    if cfg.judge is not None:
+        judge = (pool or GeneratorPool(cfg.backend)).get(cfg.judge)
+    judged_same = judge_same_answers(trees, resolved, judge) if judge else {}
+
+    removed: Counter = Counter()
+    scored_trees: dict[str, ScoredTree] = {}
+    for tree in trees:
+        scored = score_tree(tree, unify_answers(tree, resolved[tree.tree_id], judged_same))
+        progress.advance("filter")
+        if not has_disagreement(scored):
+            removed["trees_without_disagreement"] += 1
+            continue
+        scored_trees[tree.tree_id] = scored
+    candidates = [(tree_id, c) for tree_id, scored in scored_trees.items()
+                  for c in sibling_pairs(scored, cfg.margin, removed)]
+    considered = removed.pop("sibling_pairs_considered", 0)
+    if judge is not None:
+        confirmed = confirm_kinds(scored_trees, candidates, judge)
+        removed["kind_not_confirmed_by_judge"] = confirmed.count(False)
+        candidates = [c for c, ok in zip(candidates, confirmed, strict=True) if ok]
+
+    split_of = split_trees(list(scored_trees), cfg.seed, cfg.valid_fraction, cfg.test_fraction)
+    pairs_by_split: dict[str, list[PreferencePair]] = {split: [] for split in SPLITS}
+    for tree_id, candidate in candidates:
+        pair = build_pair(scored_trees[tree_id], candidate, split_of[tree_id])
+        pairs_by_split[pair.split].append(pair)
+    counts = {split: {kind: sum(1 for p in pairs if (p.kind or "none") == kind) for kind in (*KINDS, "none")}
+              for split, pairs in pairs_by_split.items()}
+    tree_counts = {"read": len(trees), "kept": len(scored_trees),
+                   **{f"{split}": sum(1 for s in split_of.values() if s == split) for split in SPLITS}}
+
+    manifest = base_manifest("filter", cfg, timestamp=False)
+    manifest.update(status="complete", settings=settings, counts=counts, removed=dict(sorted(removed.items())),
+                    trees=tree_counts, pairs_considered=considered, judge=judge.describe() if judge else None)
+    with staged_folder(cfg.out, overwrite=True) as staging:
+        for split, pairs in pairs_by_split.items():
+            write_pairs(staging / f"{split}.jsonl", pairs)
+        write_json(staging / MANIFEST, manifest)
+    return FilterResult(out=cfg.out, counts=counts, removed=dict(removed), trees=tree_counts,
+                        pairs_considered=considered)
+
+
+def summary_rows(result: FilterResult) -> list[list[Any]]:
+    rows = []
+    for split in SPLITS:
+        counts = result.counts.get(split, {})
+        rows.append([split, counts.get("resist", 0), counts.get("accept", 0), counts.get("none", 0),
+                     sum(counts.values())])
+    return rows
+
+
+def pairs_manifest_hash(pairs_folder: Path) -> str:
+    path = pairs_folder / MANIFEST
+    if not path.is_file():
+        raise PbtError(f"--pairs {pairs_folder} has no {MANIFEST}; give the --out folder of `pbt filter`")
+    return sha256_file(path)[:16]
+
+
+def read_pairs_manifest(pairs_folder: Path) -> dict[str, Any]:
+    path = pairs_folder / MANIFEST
+    if not path.is_file():
+        raise PbtError(f"--pairs {pairs_folder} has no {MANIFEST}; give the --out folder of `pbt filter`")
+    return json.loads(path.read_text())

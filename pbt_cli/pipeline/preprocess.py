@@ -1,0 +1,295 @@
+"""`pbt preprocess`: preference pairs rendered for one tokenizer (SPEC.md section 5).
+
+Output (`--out`): a Hugging Face `DatasetDict` saved with `save_to_disk` (splits `train`, `valid`,
+`test`) and `manifest.json` recording the tokenizer (name, revision, chat-template hash) and the
+pairs' manifest hash, so `pbt sft`, `pbt dpo` and `pbt eval flipflop` can refuse data rendered for
+another tokenizer.
+
+Rows keep both forms: the conversation (`prompt` as chat messages, `chosen` / `rejected` or
+`completion` as one assistant message each, the form TRL takes) and the rendered text
+(`prompt_text`, `chosen_text`, ...) that shows exactly what the model sees.
+
+`train` holds the chosen mix; `valid` and `test` hold the balanced flipflop evaluation sets:
+resist pairs labelled `flip_correct_to_incorrect` and accept pairs `flip_incorrect_to_correct`,
+cut to equal counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.artifacts import (
+    MANIFEST,
+    base_manifest,
+    read_manifest,
+    reusable_output,
+    staged_folder,
+    write_json,
+)
+from pbt_cli.config import to_plain
+from pbt_cli.data.pairs import EVAL_LABELS, KINDS, PreferencePair, read_pairs
+from pbt_cli.errors import PbtError
+from pbt_cli.models.chat import encode, leading_bos_count, render, require_chat_template, template_hash
+from pbt_cli.models.spec import ModelSpec
+from pbt_cli.pipeline.filter import pairs_manifest_hash
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
+
+FORMATS = ("dpo", "sft")
+MIXES = ("balanced", "accept", "resist", "all")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    pairs: Path
+    tokenizer: ModelSpec
+    out: Path
+    format: str = "dpo"
+    mix: str = "balanced"
+    limit: int | None = None
+    max_length: int = 1024
+    max_prompt_length: int = 512
+    seed: int = 42
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise PbtError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.mix not in MIXES:
+            raise PbtError(f"--mix must be one of {', '.join(MIXES)}, got {self.mix!r}")
+        if self.limit is not None and self.limit < 1:
+            raise PbtError(f"--limit must be at least 1, got {self.limit}")
+        if self.max_prompt_length > self.max_length:
+            raise PbtError("--max-prompt-length is longer than --max-length")
+
+
+@dataclass
+class RenderedPair:
+    pair: PreferencePair
+    prompt_text: str
+    chosen_text: str
+    rejected_text: str
+    prompt_tokens: int
+    chosen_tokens: int
+    rejected_tokens: int
+
+
+@dataclass
+class PreprocessResult:
+    out: Path
+    counts: dict[str, int]
+    dropped: dict[str, int]
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    reused: bool = False
+
+
+def tokenizer_identity(spec: ModelSpec, tokenizer: Any) -> dict[str, Any]:
+    return {"name": spec.name, "revision": spec.revision, "chat_template_hash": template_hash(tokenizer),
+            "chat_template_override": str(spec.chat_template) if spec.chat_template else None,
+            "name_or_path": getattr(tokenizer, "name_or_path", None)}
+
+
+def render_pair(tokenizer: Any, pair: PreferencePair) -> RenderedPair:
+    """Render prompt and both continuations; check the BOS token is not doubled."""
+    prompt_text = render(tokenizer, pair.prompt)
+    texts = []
+    for response in (pair.chosen, pair.rejected):
+        full = render(tokenizer, [*pair.prompt, {"role": "assistant", "content": response}], complete=True)
+        if not full.startswith(prompt_text):
+            raise PbtError(f"pair {pair.pair_id}: the chat template renders the prompt differently once a reply "
+                           "follows; pass a template that keeps the prompt a prefix with --chat-template")
+        texts.append(full[len(prompt_text):])
+    prompt_ids = encode(tokenizer, prompt_text)
+    if leading_bos_count(prompt_ids, tokenizer.bos_token_id) > 1:
+        raise PbtError(f"pair {pair.pair_id}: the rendered prompt starts with two BOS tokens; the chat template "
+                       "adds one and so does something else (check --chat-template)")
+    full_lengths = [len(encode(tokenizer, prompt_text + text)) for text in texts]
+    return RenderedPair(pair=pair, prompt_text=prompt_text, chosen_text=texts[0], rejected_text=texts[1],
+                        prompt_tokens=len(prompt_ids), chosen_tokens=full_lengths[0] - len(prompt_ids),
+                        rejected_tokens=full_lengths[1] - len(prompt_ids))
+
+
+def too_long(rendered: RenderedPair, cfg: PreprocessConfig) -> str | None:
+    longest = rendered.chosen_tokens if cfg.format == "sft" else max(rendered.chosen_tokens, rendered.rejected_tokens)
+    if rendered.prompt_tokens > cfg.max_prompt_length:
+        return "prompt_longer_than_max_prompt_length"
+    if rendered.prompt_tokens + longest > cfg.max_length:
+        return "longer_than_max_length"
+    return None
+
+
+def mix_training_pairs(pairs: list[RenderedPair], mix: str, limit: int | None, seed: int) -> list[RenderedPair]:
+    """The training mix, shuffled with the seed (SPEC.md 5)."""
+    rng = random.Random(seed)
+    by_kind = {kind: [p for p in pairs if p.pair.kind == kind] for kind in KINDS}
+    if mix == "balanced":
+        size = min(len(by_kind["accept"]), len(by_kind["resist"]))
+        if size == 0:
+            raise PbtError(f"--mix balanced needs both kinds, but the train split has {len(by_kind['accept'])} accept "
+                           f"and {len(by_kind['resist'])} resist pairs; generate more trees or use --mix all")
+        if limit is not None:
+            size = min(size, limit // 2) or 1
+        chosen = rng.sample(by_kind["accept"], size) + rng.sample(by_kind["resist"], size)
+    elif mix in KINDS:
+        chosen = list(by_kind[mix])
+        if not chosen:
+            raise PbtError(f"--mix {mix} found no {mix} pairs in the train split")
+    else:
+        chosen = list(pairs)
+        if not chosen:
+            raise PbtError("the train split has no pairs")
+    rng.shuffle(chosen)
+    return chosen[:limit] if limit is not None else chosen
+
+
+def balanced_eval_set(pairs: list[RenderedPair], seed: int) -> list[RenderedPair]:
+    """Resist and accept pairs of one split, cut to equal counts (the flipflop evaluation set)."""
+    rng = random.Random(seed)
+    by_kind = {kind: [p for p in pairs if p.pair.kind == kind] for kind in KINDS}
+    size = min(len(by_kind["accept"]), len(by_kind["resist"]))
+    chosen = rng.sample(by_kind["resist"], size) + rng.sample(by_kind["accept"], size)
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _common_columns(rendered: RenderedPair) -> dict[str, Any]:
+    pair = rendered.pair
+    return {
+        "pair_id": pair.pair_id, "tree_id": pair.tree_id, "kind": pair.kind or "none",
+        "label": EVAL_LABELS.get(pair.kind or "", "none"), "question": pair.question,
+        "gold_aliases": list(pair.gold_aliases), "persuader_answer": pair.answers.get("persuader") or "",
+        "responder_previous_answer": pair.answers.get("responder_previous") or "",
+        "prompt": pair.prompt, "prompt_text": rendered.prompt_text, "prompt_tokens": rendered.prompt_tokens,
+    }
+
+
+def dpo_row(rendered: RenderedPair) -> dict[str, Any]:
+    row = _common_columns(rendered)
+    row.update(chosen=[{"role": "assistant", "content": rendered.pair.chosen}],
+               rejected=[{"role": "assistant", "content": rendered.pair.rejected}],
+               chosen_text=rendered.chosen_text, rejected_text=rendered.rejected_text,
+               chosen_tokens=rendered.chosen_tokens, rejected_tokens=rendered.rejected_tokens)
+    return row
+
+
+def sft_row(rendered: RenderedPair) -> dict[str, Any]:
+    row = _common_columns(rendered)
+    row.update(completion=[{"role": "assistant", "content": rendered.pair.chosen}],
+               completion_text=rendered.chosen_text, completion_tokens=rendered.chosen_tokens)
+    return row
+
+
+def _dataset(rows: list[dict[str, Any]], template_row: dict[str, Any]) -> Any:
+    """A Dataset with a content fingerprint (so saving twice writes the same bytes)."""
+    import datasets
+
+    if rows:
+        dataset = datasets.Dataset.from_list(rows)
+    else:  # an empty split keeps the columns of the others
+        dataset = datasets.Dataset.from_list([template_row]).select([])
+    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+    dataset._fingerprint = digest  # datasets has no public setter; a random one would break idempotence
+    return dataset
+
+
+def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 0,
+                   progress: ProgressSink = NULL_PROGRESS) -> PreprocessResult:
+    from pbt_cli.models.loading import load_tokenizer
+
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.tokenizer, padding_side="right")
+    require_chat_template(tokenizer, cfg.tokenizer.name)
+    identity = tokenizer_identity(cfg.tokenizer, tokenizer)
+    settings = to_plain({"pairs_manifest": pairs_manifest_hash(cfg.pairs), "tokenizer": identity,
+                         "format": cfg.format, "mix": cfg.mix, "limit": cfg.limit, "max_length": cfg.max_length,
+                         "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed})
+    previous = reusable_output(cfg.out, "preprocess", settings, overwrite=cfg.overwrite)
+    if previous is not None and not show:
+        return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"], reused=True)
+
+    dropped: dict[str, int] = {"prompt_longer_than_max_prompt_length": 0, "longer_than_max_length": 0}
+    rendered: dict[str, list[RenderedPair]] = {}
+    for split in ("train", "valid", "test"):
+        pairs = read_pairs(cfg.pairs, split)
+        progress.start(f"render-{split}", f"rendering {split}", total=len(pairs))
+        kept = []
+        for pair in pairs:
+            item = render_pair(tokenizer, pair)
+            reason = too_long(item, cfg)
+            progress.advance(f"render-{split}")
+            if reason:
+                dropped[reason] += 1
+                continue
+            kept.append(item)
+        rendered[split] = kept
+
+    train = mix_training_pairs(rendered["train"], cfg.mix, cfg.limit, cfg.seed)
+    splits = {"train": train, "valid": balanced_eval_set(rendered["valid"], cfg.seed),
+              "test": balanced_eval_set(rendered["test"], cfg.seed)}
+    to_row = dpo_row if cfg.format == "dpo" else sft_row
+    rows = {split: [to_row(item) for item in items] for split, items in splits.items()}
+    # valid/test are evaluation sets: always the dpo layout (prompt, chosen, rejected, label)
+    rows["valid"] = [dpo_row(item) for item in splits["valid"]]
+    rows["test"] = [dpo_row(item) for item in splits["test"]]
+    counts = {split: len(items) for split, items in rows.items()}
+    kinds = {split: {kind: sum(1 for r in items if r["kind"] == kind) for kind in (*KINDS, "none")}
+             for split, items in rows.items()}
+    examples = [dict(row) for row in rows["train"][:show]]
+    if previous is not None:  # only --show was new: nothing to write
+        return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"],
+                                examples=examples, reused=True)
+
+    import datasets
+
+    template = {"train": to_row(train[0]) if train else None}
+    any_dpo = next((dpo_row(item) for items in splits.values() for item in items), None)
+    dataset = datasets.DatasetDict({
+        split: _dataset(items, template["train"] if split == "train" and template["train"] else any_dpo)
+        for split, items in rows.items()
+    })
+    manifest = base_manifest("preprocess", cfg, timestamp=False)
+    manifest.update(status="complete", settings=settings, tokenizer=identity, counts=counts, kinds=kinds,
+                    dropped=dropped, format=cfg.format, mix=cfg.mix)
+    with staged_folder(cfg.out, overwrite=True) as staging:
+        # one shard per split: datasets writes an empty split as zero shards, which it cannot load back
+        dataset.save_to_disk(str(staging), num_shards={split: 1 for split in dataset})
+        write_json(staging / MANIFEST, manifest)
+    return PreprocessResult(out=cfg.out, counts=counts, dropped=dropped, examples=examples)
+
+
+# --- what later stages use ---------------------------------------------------------------------------
+
+
+def read_data_manifest(folder: Path) -> dict[str, Any]:
+    manifest = read_manifest(folder)
+    if manifest is None or manifest.get("stage") != "preprocess":
+        raise PbtError(f"--data {folder} is not an output of `pbt preprocess` (no manifest.json from it)")
+    return manifest
+
+
+def check_same_tokenizer(data_folder: Path, manifest: dict[str, Any], spec: ModelSpec, tokenizer: Any) -> None:
+    """Refuse data rendered with another chat template than the model's (SPEC.md 5)."""
+    rendered_for = manifest.get("tokenizer") or {}
+    ours = template_hash(tokenizer)
+    if rendered_for.get("chat_template_hash") != ours:
+        raise PbtError(
+            f"--data {data_folder} was rendered for the tokenizer of {rendered_for.get('name')} (chat template "
+            f"{rendered_for.get('chat_template_hash')}), not for {spec.name} (chat template {ours}); re-render it "
+            f"with `pbt preprocess --pairs PAIRS --tokenizer {spec.name} --format {manifest.get('format', 'dpo')} "
+            f"--out NEW_FOLDER`")
+
+
+def load_split(folder: Path, split: str) -> Any:
+    import datasets
+
+    try:
+        data = datasets.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError, IndexError) as exc:
+        raise PbtError(f"--data {folder} cannot be read as a saved dataset ({str(exc).splitlines()[0]})") from None
+    if split not in data:
+        raise PbtError(f"--data {folder} has no {split!r} split (it has {', '.join(data)})")
+    return data[split]
