@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from pbt_cli import __version__, console
-from pbt_cli.commands import download, env, eval, generate, preprocess
+from pbt_cli.commands import download, env, eval, generate, preprocess, train
 from pbt_cli.commands import filter as filter_command
 from pbt_cli.config import find_config_argument, load_config_file, nest_default_map
 from pbt_cli.errors import PbtError, did_you_mean
@@ -27,6 +27,9 @@ app = typer.Typer(
 app.command("generate", help=generate.HELP)(generate.generate)
 app.command("filter", help=filter_command.HELP)(filter_command.filter_trees)
 app.command("preprocess", help=preprocess.HELP)(preprocess.preprocess)
+app.command("sft", help=train.SFT_HELP)(train.sft)
+app.command("dpo", help=train.DPO_HELP)(train.dpo)
+app.command("export", help=train.EXPORT_HELP)(train.export)
 app.add_typer(eval.app, name="eval", help=eval.HELP)
 app.command("download-models", help=download.HELP)(download.download_models)
 app.command("env", help=env.HELP)(env.env)

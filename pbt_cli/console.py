@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -42,6 +43,11 @@ def setup_logging(level: int) -> None:
         # transformers and friends are chatty at INFO; keep their warnings only.
         for name in ("transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub", "httpx"):
             logging.getLogger(name).setLevel(logging.ERROR if level < 0 else logging.WARNING)
+        # bitsandbytes warns on import that an optional CPU kernel package is absent; it is not needed
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+        # deprecation notices from the libraries are for their developers, not for pbt's users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 class RichProgress:

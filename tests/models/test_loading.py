@@ -61,9 +61,23 @@ def test_render_has_exactly_one_bos_and_continues_prefill(tiny_model_dir):
 def test_model_loads_fp32_on_cpu(tiny_model_dir):
     import torch
 
-    model = load_model(ModelSpec.parse(str(tiny_model_dir), load=LoadOptions(dtype="auto", device_map="auto")))
+    model = load_model(ModelSpec.parse(str(tiny_model_dir), load=LoadOptions(dtype="float32", device_map="auto")))
     assert model.dtype == torch.float32
     assert model.device.type == "cpu"
+
+
+@pytest.mark.parametrize("native_bf16", [True, False])
+def test_auto_dtype_on_cpu_is_bf16_only_where_native_and_never_for_training(monkeypatch, native_bf16):
+    import torch
+
+    from pbt_cli.models import loading
+
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: native_bf16)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    auto = LoadOptions(dtype="auto")
+    assert loading.torch_dtype(auto) == (torch.bfloat16 if native_bf16 else torch.float32)
+    assert loading.torch_dtype(auto, training=True) == torch.float32
+    assert loading.torch_dtype(LoadOptions(dtype="float16")) == torch.float16
 
 
 def test_model_loads_in_4bit_nf4_on_cpu(tiny_model_dir):
@@ -75,8 +89,11 @@ def test_model_loads_in_4bit_nf4_on_cpu(tiny_model_dir):
     assert layer.weight.quant_state.quant_type == "nf4"
 
 
+FP32 = LoadOptions(dtype="float32")  # exact comparisons need exact arithmetic
+
+
 def test_transformers_backend_batches_and_matches_one_by_one(tiny_model_dir):
-    generator = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir)), batch_size=8)
+    generator = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir), load=FP32), batch_size=8)
     greedy = Sampling(temperature=0.0, max_new_tokens=6)
     batched = generator.chat(CONVERSATIONS, greedy)
     assert generator.usage.calls == 1 and generator.usage.sequences == 3
@@ -85,8 +102,25 @@ def test_transformers_backend_batches_and_matches_one_by_one(tiny_model_dir):
     assert generator.usage.generated_tokens > 0
 
 
+def test_shared_prefix_is_encoded_once_and_changes_no_reply(tiny_model_dir):
+    from pbt_cli.data.prompts import extraction_conversation
+
+    conversations = [extraction_conversation(f"Question {i}?", reply) for i, reply in
+                     enumerate(["It is Paris.", "I agree with you.", "No, it is Rome, I am certain."])]
+    greedy = Sampling(temperature=0.0, max_new_tokens=6)
+    shared = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir), load=FP32), batch_size=8)
+    plain = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir), load=FP32), batch_size=8)
+    plain.share_prefixes = False
+    assert shared.chat(conversations, greedy) == plain.chat(conversations, greedy)
+    assert len(shared._prefix_caches) == 1  # the worked examples, encoded once
+    [prefix] = shared._prefix_caches
+    assert len(prefix) >= 32
+    shared.chat(conversations, greedy)
+    assert len(shared._prefix_caches) == 1  # reused, not encoded again
+
+
 def test_sampled_generation_is_reproducible_with_a_seed(tiny_model_dir):
-    generator = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir)), batch_size=8)
+    generator = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir), load=FP32), batch_size=8)
     sampled = Sampling(temperature=1.0, max_new_tokens=8, min_new_tokens=8, seed=3)
     first = generator.chat(CONVERSATIONS, sampled)
     assert first == generator.chat(CONVERSATIONS, sampled)

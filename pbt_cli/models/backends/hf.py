@@ -6,14 +6,22 @@ token slots (`max_batch_tokens`: rows x (longest prompt + max_new_tokens)). Each
 `model.generate` call under `torch.inference_mode()`; the prompt is encoded once per batch and the
 KV cache carries it through decoding.
 
+Shared prefixes: when every prompt of a batch starts with the same tokens (the answer extractor's
+instructions and worked examples are ~370 of its ~390 tokens), the prefix is encoded once, its
+KV cache kept (a few, least recently used) and copied to every row; each row then encodes only its
+own suffix. The layout is [prefix][padding][suffix] with the padding masked out, so positions stay
+those of the unpadded prompt and greedy replies are the same as without the cache.
+
 Seeds: transformers draws one random stream per batch, so a sampled reply is reproducible for the
 same inputs, seed and batch settings (greedy replies do not depend on batching).
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from collections import defaultdict
+import warnings
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -22,6 +30,9 @@ from pbt_cli.console import log
 from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, encode, render, template_hash
 from pbt_cli.models.spec import ModelSpec
+
+MIN_SHARED_PREFIX = 32  # tokens; below this, copying a cache costs about what it saves
+PREFIX_CACHE_ENTRIES = 4
 
 
 class TransformersGenerator:
@@ -40,6 +51,8 @@ class TransformersGenerator:
         self.model = model if model is not None else load_model(self.resolved)
         self.model.eval()
         self.eos_token_ids = _eos_ids(self.model, self.tokenizer)
+        self.share_prefixes = True
+        self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     # -- protocol ---------------------------------------------------------------------------------
 
@@ -94,10 +107,19 @@ class TransformersGenerator:
         import torch
 
         started = time.perf_counter()
-        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
         device = _input_device(self.model)
-        input_ids = padded["input_ids"].to(device)
-        attention_mask = padded["attention_mask"].to(device)
+        shared = shared_prefix_length(prompts) if self.share_prefixes and len(prompts) > 1 else 0
+        prefix_cache = None
+        if shared >= MIN_SHARED_PREFIX:
+            padded = self.tokenizer.pad({"input_ids": [p[shared:] for p in prompts]}, padding=True, return_tensors="pt")
+            prefix = torch.tensor([prompts[0][:shared]] * len(prompts))
+            input_ids = torch.cat([prefix, padded["input_ids"]], dim=1).to(device)
+            attention_mask = torch.cat([torch.ones_like(prefix), padded["attention_mask"]], dim=1).to(device)
+            prefix_cache = self._cache_for(tuple(prompts[0][:shared]), len(prompts), device)
+        else:
+            padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+            input_ids = padded["input_ids"].to(device)
+            attention_mask = padded["attention_mask"].to(device)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         kwargs: dict[str, Any] = {
@@ -113,7 +135,11 @@ class TransformersGenerator:
         else:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k or None)
-        with torch.inference_mode():
+        if prefix_cache is not None:
+            kwargs["past_key_values"] = prefix_cache
+        with torch.inference_mode(), warnings.catch_warnings():
+            # transformers 5.2x renames past_key_values to cache; the old name works from 5.16 on
+            warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         new_tokens = output[:, input_ids.shape[1]:].tolist()
         texts, generated = [], 0
@@ -131,6 +157,37 @@ class TransformersGenerator:
         log.debug("generate: %d rows x %d prompt tokens, %d new tokens in %.1f s", len(prompts), input_ids.shape[1],
                   generated, time.perf_counter() - started)
         return texts
+
+
+    def _cache_for(self, prefix: tuple[int, ...], rows: int, device: Any) -> Any:
+        """A fresh copy, repeated to `rows`, of the KV cache of `prefix` (encoded once, then kept)."""
+        import torch
+        from transformers import DynamicCache
+
+        cache = self._prefix_caches.get(prefix)
+        if cache is None:
+            cache = DynamicCache()
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
+                self.model(torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+            self._prefix_caches[prefix] = cache
+            while len(self._prefix_caches) > PREFIX_CACHE_ENTRIES:
+                self._prefix_caches.popitem(last=False)
+        else:
+            self._prefix_caches.move_to_end(prefix)
+        copied = copy.deepcopy(cache)
+        copied.batch_repeat_interleave(rows)
+        return copied
+
+
+def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own to encode."""
+    shortest = min(len(p) for p in prompts)
+    first = prompts[0]
+    length = 0
+    while length < shortest - 1 and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
