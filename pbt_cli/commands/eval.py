@@ -227,3 +227,37 @@ def _check_models(*specs: Any) -> None:
     for spec in specs:
         if spec is not None:
             check_spec(spec)
+
+
+@app.command("report", help="Compare every result under a folder in one table; plot resist vs accept and team order.")
+@o.pbt_command
+def report(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write report_*.png into the folder.")] = True,
+    json_out: o.JsonOut = False,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.evals.report import COLUMNS, collect, plot
+
+    if not folder.is_dir():
+        raise PbtError(f"{folder} is not a folder; give the --out folder of `pbt eval`")
+    if dry_run:
+        o.print_dry_run("pbt eval report", {"folder": folder, "plots": plots})
+        return
+    result = collect(folder)
+    written = plot(result, folder) if plots else []
+    if json_out:
+        print(json.dumps({"rows": result.rows, "plots": [str(p) for p in written]}, indent=2))
+        return
+    used = [c for c, _, _ in COLUMNS if any(row.get(c) is not None for row in result.rows.values())]
+    table = Table(title=f"results under {folder}")
+    table.add_column("model")
+    for column in used:
+        table.add_column(column, justify="right")
+    for name, row in result.rows.items():
+        table.add_row(name, *[("-" if row.get(c) is None else f"{row[c]:.3f}") for c in used])
+    console.stdout.print(table)
+    for path in written:
+        console.stderr.print(f"plot: {path}", highlight=False)
