@@ -133,8 +133,9 @@ class TransformersGenerator:
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
+            # top_k=0 switches top-k off; None would fall back to the generation config's default of 50
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k or None)
+                          top_k=sampling.top_k)
         if prefix_cache is not None:
             kwargs["past_key_values"] = prefix_cache
         with torch.inference_mode(), warnings.catch_warnings():
