@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from pbt_cli import console
@@ -31,11 +32,11 @@ def download_models(
     dry_run: o.DryRun = False,
 ) -> None:
     if list_models:
-        table = Table(title="models pbt knows by short name")
-        for column in ("name", "hub id"):
-            table.add_column(column, no_wrap=True)
-        table.add_column("PBT")  # one of the paper's released PBT models
-        table.add_column("cached")  # full / adapter (read from the cached files) / no
+        table = Table(title="models pbt knows by short name", box=box.SIMPLE_HEAD, pad_edge=False)  # 80 cols
+        table.add_column("name", no_wrap=True)
+        table.add_column("hub id", no_wrap=True)
+        table.add_column("PBT", no_wrap=True)  # one of the paper's released PBT models
+        table.add_column("cached", no_wrap=True, min_width=7)  # full / adapter (read from the cached files) / no
         for entry in registry.REGISTRY.values():
             kind = cached_kind(entry.hub_id) or "no"
             table.add_row(entry.name, entry.hub_id, "yes" if entry.released else "", kind)
@@ -52,7 +53,8 @@ def download_models(
         model = download(entry, revision=revision, local_dir=local_dir, token=os.environ.get("HF_TOKEN"))
         downloaded.append(model)
         base = f" on base {model.base}" if model.base else ""
-        console.stderr.print(f"[green]done[/]: {model.name} is a {model.kind} model{base} -> {model.path}",
+        article = "an" if model.kind == "adapter" else "a"
+        console.stderr.print(f"[green]done[/]: {model.name} is {article} {model.kind} model{base} -> {model.path}",
                              highlight=False)
     if json_out:
         print(json.dumps([m.to_dict() for m in downloaded], indent=2))

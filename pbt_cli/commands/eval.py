@@ -14,7 +14,6 @@ from pbt_cli.commands import options as o
 from pbt_cli.data.questions import check_source
 from pbt_cli.errors import PbtError
 from pbt_cli.evals.results import format_metric
-from pbt_cli.models.resolve import check_spec
 
 HELP = "The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues)."
 
@@ -33,6 +32,8 @@ def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -
     if json_out:
         print(json.dumps(results, indent=2))
         return
+    if results.get("reused"):
+        title += " (up to date, reused)"
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("value [95% CI]", justify="right")
@@ -66,6 +67,7 @@ def flipflop(
     max_new_tokens: o.MaxNewTokens = 80,
     extraction_max_new_tokens: ExtractionTokens = 16,
     out: Out = Path("results"),
+    overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
     revision: o.Revision = None,
@@ -97,9 +99,9 @@ def flipflop(
                          extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
                          sampling=o.sampling_from({**params, "min_new_tokens": 0}),
                          extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-                         backend=o.backend_options_from(params))
-    _check_models(cfg.model, cfg.extractor)
-    read_data_manifest(data)
+                         backend=o.backend_options_from(params), overwrite=overwrite)
+    o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
+    o.check_input(data, "--data", dry_run=dry_run, check=read_data_manifest)
     if dry_run:
         o.print_dry_run("pbt eval flipflop", cfg)
         return
@@ -118,6 +120,7 @@ def ays(
     max_new_tokens: o.MaxNewTokens = 80,
     extraction_max_new_tokens: ExtractionTokens = 16,
     out: Out = Path("results"),
+    overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
     revision: o.Revision = None,
@@ -147,8 +150,8 @@ def ays(
     cfg = AysConfig(model=o.model_spec_from(params, "model", with_overrides=True), questions=questions, limit=limit,
                     seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
                     extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-                    backend=o.backend_options_from(params))
-    _check_models(cfg.model, cfg.extractor)
+                    backend=o.backend_options_from(params), overwrite=overwrite)
+    o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval ays", cfg)
@@ -177,6 +180,7 @@ def team(
     max_new_tokens: o.MaxNewTokens = 80,
     extraction_max_new_tokens: ExtractionTokens = 16,
     out: Out = Path("results"),
+    overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
     dtype: o.Dtype = "auto",
@@ -212,8 +216,8 @@ def team(
         extractor=o.model_spec_from(params, "extractor_model"), questions=questions, limit=limit, seed=seed,
         max_turns=max_turns, both_first=both_first, orders=team_eval.ORDERS if orders == "both" else (orders,),
         max_new_tokens=max_new_tokens, extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-        backend=o.backend_options_from(params))
-    _check_models(cfg.model_x, cfg.model_y, cfg.extractor)
+        backend=o.backend_options_from(params), overwrite=overwrite)
+    o.check_models(cfg.model_x, cfg.model_y, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval team", cfg)
@@ -222,11 +226,6 @@ def team(
         results, folder = team_eval.run_team(cfg, progress=progress)
     _render(results, folder, json_out, f"team: x={cfg.model_x.display_name}, y={cfg.model_y.display_name}")
 
-
-def _check_models(*specs: Any) -> None:
-    for spec in specs:
-        if spec is not None:
-            check_spec(spec)
 
 
 @app.command("report", help="Compare every result under a folder in one table; plot resist vs accept and team order.")
@@ -241,8 +240,11 @@ def report(
 ) -> None:
     from pbt_cli.evals.report import COLUMNS, collect, plot
 
-    if not folder.is_dir():
-        raise PbtError(f"{folder} is not a folder; give the --out folder of `pbt eval`")
+    def must_be_folder(path: Path) -> None:
+        if not path.is_dir():
+            raise PbtError(f"{path} is not a folder; give the --out folder of `pbt eval`")
+
+    o.check_input(folder, "results folder", dry_run=dry_run, check=must_be_folder)
     if dry_run:
         o.print_dry_run("pbt eval report", {"folder": folder, "plots": plots})
         return

@@ -11,7 +11,6 @@ from rich.table import Table
 from pbt_cli import console
 from pbt_cli.commands import options as o
 from pbt_cli.data.trees import tree_files
-from pbt_cli.models.resolve import check_spec
 from pbt_cli.pipeline.filter import FilterConfig, run_filter, summary_rows
 
 HELP = "Turn dialogue trees into resist/accept preference pairs, split by tree (tokenizer-independent)."
@@ -51,9 +50,8 @@ def filter_trees(
     cfg = FilterConfig(trees=trees, out=out, margin=margin, judge=o.model_spec_from(params, "judge"), seed=seed,
                        valid_fraction=valid_fraction, test_fraction=test_fraction, overwrite=overwrite,
                        backend=o.backend_options_from(params))
-    tree_files(trees)
-    if cfg.judge:
-        check_spec(cfg.judge)
+    o.check_input(trees, "--trees", dry_run=dry_run, check=tree_files)
+    o.check_models(cfg.judge, dry_run=dry_run)
     if dry_run:
         o.print_dry_run("pbt filter", cfg)
         return

@@ -10,7 +10,6 @@ import typer
 from pbt_cli import console
 from pbt_cli.commands import options as o
 from pbt_cli.data.questions import check_source
-from pbt_cli.models.resolve import check_spec
 from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
 HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumable)."
@@ -74,8 +73,7 @@ def generate(
         deterministic=deterministic, sampling=o.sampling_from(params), extraction_max_new_tokens=extraction_max_new_tokens,
         trees_per_batch=trees_per_batch, out=out, overwrite=overwrite, backend=o.backend_options_from(params),
     )
-    for spec in (cfg.model_a, cfg.model_b, cfg.extractor_spec):
-        check_spec(spec)
+    o.check_models(cfg.model_a, cfg.model_b, cfg.extractor_spec, dry_run=dry_run)
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt generate", cfg)

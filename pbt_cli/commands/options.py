@@ -164,6 +164,36 @@ def pbt_command(function: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def check_input(path: Path, flag: str, *, dry_run: bool, check: Callable[[Path], Any] | None = None) -> None:
+    """Validate an input made by an earlier stage. A dry run of a whole recipe meets inputs that the
+    earlier stages have not made yet: then a missing path is a warning, not an error."""
+    if dry_run and not Path(path).exists():
+        console.stderr.print(f"[yellow]note[/]: {flag} {path} does not exist yet (made by an earlier stage?)",
+                             highlight=False)
+        return
+    if check is not None:
+        check(Path(path))
+    elif not Path(path).exists():
+        raise PbtError(f"{flag} {path} does not exist")
+
+
+def check_models(*specs: ModelSpec | None, dry_run: bool) -> None:
+    """Validate model names offline; in a dry run, a model folder an earlier stage will make is a note."""
+    from pbt_cli.models.resolve import check_spec, looks_like_path
+
+    for spec in specs:
+        if spec is None:
+            continue
+        missing = [name for name in (spec.name, spec.adapter) if name and looks_like_path(name)
+                   and not Path(name).expanduser().exists()]
+        if dry_run and missing:
+            for name in missing:
+                console.stderr.print(f"[yellow]note[/]: model {name} does not exist yet (made by an earlier stage?)",
+                                     highlight=False)
+            continue
+        check_spec(spec)
+
+
 def print_dry_run(title: str, config: Any) -> None:
     console.stderr.print(f"[bold]dry run[/]: {title} (configuration is valid; nothing was loaded)")
     console.stdout.print(dump_yaml(config), end="", highlight=False, markup=False, soft_wrap=True)

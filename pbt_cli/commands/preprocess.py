@@ -11,7 +11,6 @@ from rich.text import Text
 
 from pbt_cli import console
 from pbt_cli.commands import options as o
-from pbt_cli.models.resolve import check_spec
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.pipeline.filter import pairs_manifest_hash
 from pbt_cli.pipeline.preprocess import PreprocessConfig, run_preprocess
@@ -46,8 +45,8 @@ def preprocess(
                            load=o.load_options_from(ctx.params))
     cfg = PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, format=format, mix=mix, limit=limit,
                            max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, overwrite=overwrite)
-    check_spec(spec)
-    pairs_manifest_hash(pairs)
+    o.check_models(spec, dry_run=dry_run)
+    o.check_input(pairs, "--pairs", dry_run=dry_run, check=pairs_manifest_hash)
     if dry_run:
         o.print_dry_run("pbt preprocess", cfg)
         return

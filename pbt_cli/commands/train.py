@@ -15,7 +15,6 @@ import typer
 from pbt_cli import console
 from pbt_cli.commands import options as o
 from pbt_cli.models.lora import LoraSpec
-from pbt_cli.models.resolve import check_spec
 
 LORA = "LoRA"
 OPTIMIZATION = "Optimization"
@@ -130,11 +129,13 @@ def train_config(stage: str, params: dict[str, Any]) -> Any:
 
 def _make_command(stage: str) -> Any:
     def command(ctx: typer.Context, **params: Any) -> None:
+        from pbt_cli.pipeline.preprocess import read_data_manifest
+
         cfg = train_config(stage, ctx.params)
-        check_spec(cfg.model)
-        if cfg.extractor:
-            check_spec(cfg.extractor)
-        if params.get("dry_run"):
+        dry_run = bool(params.get("dry_run"))
+        o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
+        o.check_input(cfg.data, "--data", dry_run=dry_run, check=read_data_manifest)
+        if dry_run:
             o.print_dry_run(f"pbt {stage}", cfg)
             return
         if stage == "sft":
@@ -143,8 +144,9 @@ def _make_command(stage: str) -> Any:
             from pbt_cli.train.dpo import run_dpo as run
         manifest = run(cfg)
         best = manifest.get("best_checkpoint")
+        status = "up to date, reused" if manifest.get("reused") else "done"
         console.stderr.print(
-            f"[green]done[/]: adapter in {cfg.out} after {manifest.get('global_step')} steps"
+            f"[green]{status}[/]: adapter in {cfg.out} after {manifest.get('global_step')} steps"
             + (f"; best checkpoint {cfg.out / best} (flipflop accuracy {manifest.get('best_metric'):.3f})"
                if best else ""),
             highlight=False)
@@ -188,7 +190,7 @@ def export(
     from pbt_cli.train.export import ExportConfig, run_export
 
     cfg = ExportConfig(adapter=adapter, out=out, model=model, dtype=dtype, device_map=device_map, overwrite=overwrite)
-    check_spec(ModelSpec.parse(model or adapter, adapter=adapter if model else None))
+    o.check_models(ModelSpec.parse(model or adapter, adapter=adapter if model else None), dry_run=dry_run)
     if dry_run:
         o.print_dry_run("pbt export", cfg)
         return

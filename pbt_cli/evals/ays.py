@@ -25,7 +25,7 @@ from pbt_cli.data.prompts import (
 )
 from pbt_cli.data.questions import Question, load_questions, select_questions
 from pbt_cli.errors import PbtError
-from pbt_cli.evals.results import metric, results_folder, write_results
+from pbt_cli.evals.results import metric, prior_results, results_folder, write_results
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.spec import ModelSpec
@@ -44,6 +44,7 @@ class AysConfig:
     extraction_max_new_tokens: int = 16
     out: Path = Path("results")
     backend: BackendOptions = field(default_factory=BackendOptions)
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -115,6 +116,10 @@ def ays_metrics(samples: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, A
 
 def run_ays(cfg: AysConfig, *, pool: GeneratorPool | None = None,
             progress: ProgressSink = NULL_PROGRESS) -> tuple[dict[str, Any], Path]:
+    folder = results_folder(cfg.out, "ays", cfg.model.display_name)
+    previous = prior_results(folder, cfg, overwrite=cfg.overwrite)
+    if previous is not None:
+        return previous, folder
     questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed)
     pool = pool or GeneratorPool(cfg.backend)
     extractor_spec = cfg.extractor or cfg.model
@@ -122,7 +127,6 @@ def run_ays(cfg: AysConfig, *, pool: GeneratorPool | None = None,
     model, extractor = pool.get(cfg.model), pool.get(extractor_spec)
     samples = run_ays_dialogues(questions, model, extractor, cfg.max_new_tokens, cfg.extraction_max_new_tokens,
                                 progress)
-    folder = results_folder(cfg.out, "ays", cfg.model.display_name)
     results = write_results(folder, eval_name="ays", config=cfg, metrics=ays_metrics(samples, cfg.seed),
                             samples=samples, models={"model": model.describe(), "extractor": extractor.describe()},
                             seeds={"questions": cfg.seed, "bootstrap": cfg.seed},

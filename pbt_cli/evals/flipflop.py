@@ -41,6 +41,7 @@ class FlipflopConfig:
     extraction_max_new_tokens: int = 16
     out: Path = Path("results")
     backend: BackendOptions = field(default_factory=BackendOptions)
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.split not in ("valid", "test"):
@@ -50,16 +51,17 @@ class FlipflopConfig:
 
 
 def balanced_subset(rows: Sequence[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
-    """At most `limit` rows, half of each label, chosen with the seed (all rows when no limit)."""
+    """At most `limit` rows, as many of each label (an odd limit drops one; a limit of 1 keeps one row of
+    the first label), chosen with the seed; all rows when no limit."""
     rows = list(rows)
     if limit is None or limit >= len(rows):
         return rows
     rng = random.Random(seed)
-    per_label = max(1, limit // 2)
     picked = []
-    for label in LABELS:
+    for position, label in enumerate(LABELS):
+        wanted = limit // 2 if limit > 1 else (1 if position == 0 else 0)
         of_label = [r for r in rows if r.get("label") == label]
-        picked.extend(rng.sample(of_label, min(per_label, len(of_label))))
+        picked.extend(rng.sample(of_label, min(wanted, len(of_label))))
     return sorted(picked, key=lambda r: rows.index(r))
 
 
@@ -111,11 +113,15 @@ def evaluate_flipflop(rows: Sequence[dict[str, Any]], model: Generator, extracto
 
 
 def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None) -> tuple[dict[str, Any], Path]:
-    from pbt_cli.evals.results import results_folder, write_results
+    from pbt_cli.evals.results import prior_results, results_folder, write_results
     from pbt_cli.models.backends import GeneratorPool
     from pbt_cli.pipeline.preprocess import load_split, read_data_manifest
 
     manifest = read_data_manifest(cfg.data)
+    folder = results_folder(cfg.out, "flipflop", cfg.model.display_name)
+    previous = prior_results(folder, cfg, overwrite=cfg.overwrite)
+    if previous is not None:
+        return previous, folder
     rows = balanced_subset([dict(r) for r in load_split(cfg.data, cfg.split)], cfg.limit, cfg.seed)
     pool = pool or GeneratorPool(cfg.backend)
     extractor_spec = cfg.extractor or cfg.model
@@ -125,7 +131,6 @@ def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None) -> tuple[dict[str, An
     extractor = pool.get(extractor_spec)
     sampling = cfg.sampling.with_seed(cfg.seed)
     metrics, samples = evaluate_flipflop(rows, model, extractor, sampling, cfg.extraction_max_new_tokens, cfg.seed)
-    folder = results_folder(cfg.out, "flipflop", cfg.model.display_name)
     results = write_results(folder, eval_name="flipflop", config=cfg, metrics=metrics, samples=samples,
                             models={"model": model.describe(), "extractor": extractor.describe()},
                             seeds={"sampling": cfg.seed, "bootstrap": cfg.seed},

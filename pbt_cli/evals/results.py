@@ -64,13 +64,44 @@ def results_folder(out: Path, eval_name: str, model_name: str) -> Path:
     return out / eval_name / folder_name(model_name)
 
 
+# Options that change how fast, not what: a rerun that differs only in these reuses the results.
+_NOT_SETTINGS = ("out", "overwrite", "backend")
+
+
+def eval_settings(config: Any) -> dict[str, Any]:
+    from pbt_cli.config import to_plain
+
+    return {k: v for k, v in to_plain(config).items() if k not in _NOT_SETTINGS}
+
+
+def prior_results(folder: Path, config: Any, *, overwrite: bool) -> dict[str, Any] | None:
+    """Stored results of the same evaluation (reused: a recipe run twice does not evaluate twice), or None.
+
+    Results made with other settings are never replaced silently: that is an error unless `overwrite`.
+    """
+    path = folder / "results.json"
+    if overwrite or not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        raise PbtError(f"{path} is damaged (not valid JSON); pass --overwrite to evaluate again") from None
+    old, new = stored.get("settings") or {}, eval_settings(config)
+    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differing:
+        raise PbtError(f"{path} holds results made with other settings ({', '.join(differing)}); pass --overwrite "
+                       "to replace them, or choose another --out")
+    stored["reused"] = True
+    return stored
+
+
 def write_results(folder: Path, *, eval_name: str, config: Any, metrics: dict[str, Any],
                   samples: list[dict[str, Any]], models: dict[str, Any], seeds: dict[str, Any],
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     folder.mkdir(parents=True, exist_ok=True)
     results = base_manifest(f"eval {eval_name}", config)
     results.update(eval=eval_name, metrics=metrics, n=len(samples), seeds=seeds, models=models,
-                   created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
+                   settings=eval_settings(config), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
     with open(folder / "samples.jsonl", "w", encoding="utf-8") as handle:
         for sample in samples:
             handle.write(json.dumps(sample, ensure_ascii=False) + "\n")

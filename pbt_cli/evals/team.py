@@ -20,7 +20,7 @@ from pbt_cli.data.answers import NONE, is_correct, same_answer
 from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.data.trees import resolve_step
 from pbt_cli.errors import PbtError
-from pbt_cli.evals.results import metric, paired_difference, results_folder, write_results
+from pbt_cli.evals.results import metric, paired_difference, prior_results, results_folder, write_results
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.spec import ModelSpec
@@ -45,6 +45,7 @@ class TeamConfig:
     extraction_max_new_tokens: int = 16
     out: Path = Path("results")
     backend: BackendOptions = field(default_factory=BackendOptions)
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
@@ -140,6 +141,10 @@ def run_team_dialogues(cfg: TeamConfig, x: Generator, y: Generator, extractor: G
 
 def run_team(cfg: TeamConfig, *, pool: GeneratorPool | None = None,
              progress: ProgressSink = NULL_PROGRESS) -> tuple[dict[str, Any], Path]:
+    folder = results_folder(cfg.out, "team", cfg.name)
+    previous = prior_results(folder, cfg, overwrite=cfg.overwrite)
+    if previous is not None:
+        return previous, folder
     pool = pool or GeneratorPool(cfg.backend)
     extractor_spec = cfg.extractor or cfg.model_x
     pool.plan([cfg.model_x, cfg.model_y, extractor_spec])
@@ -147,7 +152,6 @@ def run_team(cfg: TeamConfig, *, pool: GeneratorPool | None = None,
     samples = run_team_dialogues(cfg, x, y, extractor, progress)
     for sample in samples:
         sample.update(score_sample(sample))
-    folder = results_folder(cfg.out, "team", cfg.name)
     results = write_results(folder, eval_name="team", config=cfg, metrics=team_metrics(samples, cfg.seed),
                             samples=samples,
                             models={"x": x.describe(), "y": y.describe(), "extractor": extractor.describe()},

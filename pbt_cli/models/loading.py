@@ -138,12 +138,16 @@ def apply_pad_policy(tokenizer: Any) -> str:
     return "eos"
 
 
+_FROM_SPEC = object()  # device_map_override default: use the spec's --device-map
+
+
 def load_model(spec: ModelSpec | ResolvedModel, *, trainable_adapter: bool = False, training: bool = False,
-               device_map_override: Any = None) -> Any:
+               device_map_override: Any = _FROM_SPEC) -> Any:
     """A causal LM in the spec's dtype, device map and quantization, with its adapter (if any) attached.
 
     `trainable_adapter=True` loads the adapter with trainable weights (DPO continuing an SFT adapter).
-    `device_map_override` lets training under `accelerate launch` place each process's copy itself.
+    `device_map_override` lets training under `accelerate launch` place each process's copy itself
+    (None: no device map at all, as FSDP wants).
     """
     from transformers import AutoModelForCausalLM
 
@@ -153,7 +157,9 @@ def load_model(spec: ModelSpec | ResolvedModel, *, trainable_adapter: bool = Fal
     dtype = torch_dtype(load, training=training)
     kwargs = _hub_kwargs(resolved, resolved.base_revision)
     kwargs["dtype"] = dtype
-    kwargs["device_map"] = device_map_override if device_map_override is not None else device_map(load)
+    target = device_map(load) if device_map_override is _FROM_SPEC else device_map_override
+    if target is not None:
+        kwargs["device_map"] = target
     if load.attn_implementation:
         kwargs["attn_implementation"] = load.attn_implementation
     quantization = bnb_config(load.quantization, dtype)

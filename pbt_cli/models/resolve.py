@@ -71,7 +71,7 @@ class ResolvedModel:
         }
 
 
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """Hub ids are exactly `owner/name`; anything else with a slash, a leading dot or ~ is a path."""
     return (name.startswith(("/", "./", "../", "~")) or name.endswith(".gguf")
             or name.rstrip("/").count("/") >= 2)
@@ -93,7 +93,7 @@ def check_spec(spec: ModelSpec) -> None:
     _check_name(spec.name)
     if spec.adapter:
         adapter = Path(spec.adapter).expanduser()
-        if _looks_like_path(spec.adapter) or adapter.exists():
+        if looks_like_path(spec.adapter) or adapter.exists():
             if not (adapter / ADAPTER_CONFIG).is_file():
                 raise PbtError(f"--adapter {spec.adapter}: no {ADAPTER_CONFIG} there; give a PEFT adapter folder")
     if spec.chat_template and not Path(spec.chat_template).expanduser().is_file():
@@ -109,7 +109,7 @@ def _check_name(name: str) -> None:
             raise PbtError(f"model folder {name} holds neither config.json nor {ADAPTER_CONFIG}; "
                            "is it the right folder (a training run keeps its adapter in <out>/adapter)?")
         return
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise PbtError(f"model path {name} does not exist; check the path, or give a hub id or short name")
     if registry.is_short_name_shape(name):
         registry.require(name)
@@ -156,7 +156,7 @@ def _resolve_name(name: str, revision: str | None, spec: ModelSpec, depth: int =
                                  gguf_file=base.gguf_file, adapter=str(path),
                                  adapter_base_name=config["base_model_name_or_path"])
         return ResolvedModel(spec=spec, base=str(path), base_revision=None, kind="full")
-    if _looks_like_path(name):
+    if looks_like_path(name):
         raise PbtError(f"model path {name} does not exist; check the path, or give a hub id or short name")
     if registry.is_short_name_shape(name):
         entry = registry.require(name)

@@ -102,8 +102,12 @@ def last_checkpoint(out: Path) -> Path | None:
     return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
 
 
+ALREADY_DONE = "already-done"
+
+
 def prepare_output(cfg: TrainConfig) -> str | bool:
-    """Check `--out` against the run; returns what to pass as `resume_from_checkpoint`."""
+    """Check `--out` against the run; returns what to pass as `resume_from_checkpoint`, or
+    ALREADY_DONE when a finished run with the same settings is there (a recipe run twice)."""
     out = cfg.out
     if out.exists() and not out.is_dir():
         raise PbtError(f"--out {out} is a file; give a folder path")
@@ -120,11 +124,14 @@ def prepare_output(cfg: TrainConfig) -> str | bool:
         return False
     if manifest.get("stage") != cfg.stage:
         raise PbtError(f"--out {out} holds a `pbt {manifest.get('stage')}` run; choose another folder or --overwrite")
-    if manifest.get("status") == "complete":
-        raise PbtError(f"--out {out} holds a finished run; pass --overwrite to train again, or choose another folder")
     old = manifest.get("settings") or {}
     new = cfg.settings()
     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if manifest.get("status") == "complete":
+        if not differing:
+            return ALREADY_DONE
+        raise PbtError(f"--out {out} holds a finished run made with other settings ({', '.join(differing)}); pass "
+                       "--overwrite to train again, or choose another folder")
     if differing:
         raise PbtError(f"--out {out} holds an unfinished run with other settings ({', '.join(differing)}); rerun "
                        "it with the same settings to resume, or pass --overwrite")
@@ -186,8 +193,12 @@ def training_device_map() -> Any:
     """Each process of a multi-GPU launch takes its own GPU; one process uses every visible GPU or the CPU."""
     import torch
 
+    from pbt_cli.models.quant import fsdp_launch
+
     if not torch.cuda.is_available():
         return "cpu"
+    if fsdp_launch():
+        return None  # FSDP places and shards the weights itself
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}
     return "auto"
@@ -201,14 +212,18 @@ def build_policy(cfg: TrainConfig) -> tuple[Any, Any]:
     from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
 
     from pbt_cli.models.loading import load_model, load_tokenizer
+    from pbt_cli.models.quant import fsdp_launch
     from pbt_cli.models.resolve import resolve
 
+    if fsdp_launch() and cfg.eval_strategy != "no":
+        raise PbtError("flipflop evaluation during training needs the whole model in one process, which FSDP "
+                       "shards; pass --eval-strategy no and evaluate the checkpoints with `pbt eval flipflop`")
     base_spec = dataclasses.replace(cfg.model, adapter=None)
     resolved = resolve(cfg.model)
     tokenizer = load_tokenizer(resolved, padding_side="right")
     model = load_model(dataclasses.replace(resolved, adapter=None), training=True,
                        device_map_override=training_device_map())
-    if cfg.model.load.quantization.enabled:
+    if cfg.model.load.quantization.enabled and not fsdp_launch():  # FSDP needs the weights in one dtype
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     if resolved.adapter:
@@ -408,6 +423,9 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
     from transformers import set_seed
 
     resume_from = prepare_output(cfg)
+    if resume_from == ALREADY_DONE:
+        log.info("%s already holds this finished run; nothing to do (--overwrite trains again)", cfg.out)
+        return {**(read_manifest(cfg.out) or {}), "reused": True}
     set_seed(cfg.seed)
     model, tokenizer = build_policy(cfg)
     train, eval_dataset, rows, data_manifest = load_training_data(cfg, tokenizer)

@@ -236,9 +236,6 @@ def test_balanced_subset_with_an_odd_limit_stays_within_it():
     assert len(balanced_subset(data, 3, seed=42)) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="balanced_subset(rows, limit=1) returns 2 rows: per_label = max(1, 1 // 2) "
-                                       "= 1 for each of the two labels, although its docstring and `--limit` "
-                                       "promise at most `limit` pairs")
 def test_balanced_subset_with_limit_one_returns_at_most_one_row():
     assert len(balanced_subset(rows(6), 1, seed=42)) <= 1
 

@@ -258,7 +258,8 @@ def test_rescore_from_the_turns_alone(tmp_path):
     assert score_sample(stripped[0])["team_correct"] in (0.0, 0.5, 1.0)
 
 
-def test_cli_rescore_prints_the_stored_metrics(capsys, tmp_path):
+def test_cli_rescore_prints_the_stored_metrics(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "120")  # the table's width does not depend on the terminal running the tests
     _, folder, _ = run(tmp_path)
     stored = json.loads((folder / "results.json").read_text())
     as_json = run_cli(capsys, "eval", "team", "--rescore", folder / "samples.jsonl", "--json")
