@@ -66,6 +66,9 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
                                                rich_help_panel=OPTIMIZATION)], None),
     ("beta", Annotated[float, typer.Option("--beta", help="DPO temperature (dpo only).",
                                            rich_help_panel=OPTIMIZATION)], 0.1),
+    ("reference", Annotated[Literal["base", "sft"], typer.Option(
+        "--reference", help="DPO reference policy: base (the policy with its adapter off, as in the paper) or "
+        "sft (a frozen copy of the --adapter).", rich_help_panel=OPTIMIZATION)], "base"),
     ("eval_strategy", Annotated[Literal["epoch", "steps", "no"], typer.Option(
         "--eval-strategy", help="When to evaluate (and save a checkpoint with it).", rich_help_panel=EVALUATION)],
      None),
@@ -118,7 +121,7 @@ def train_config(stage: str, params: dict[str, Any]) -> Any:
         per_device_eval_batch_size=values["per_device_eval_batch_size"],
         gradient_accumulation_steps=values["gradient_accumulation_steps"],
         gradient_checkpointing=values["gradient_checkpointing"], optim=values["optim"],
-        max_length=values["max_length"], beta=values["beta"], seed=values["seed"],
+        max_length=values["max_length"], beta=values["beta"], reference=values["reference"], seed=values["seed"],
         logging_steps=values["logging_steps"], save_steps=values["save_steps"],
         save_total_limit=values["save_total_limit"], eval_strategy=values["eval_strategy"],
         eval_steps=values["eval_steps"], eval_limit=values["eval_limit"],

@@ -54,6 +54,7 @@ class TrainConfig:
     optim: str = "auto"
     max_length: int = 1024
     beta: float = 0.1
+    reference: str = "base"  # dpo: "base" (the policy with its adapter off, SPEC.md 6) or "sft" (a frozen copy)
     seed: int = 42
     logging_steps: int = 10
     save_steps: int = 50
@@ -73,6 +74,8 @@ class TrainConfig:
             raise ValueError(self.stage)
         if self.eval_strategy not in EVAL_STRATEGIES:
             raise PbtError(f"--eval-strategy must be one of {', '.join(EVAL_STRATEGIES)}, got {self.eval_strategy!r}")
+        if self.reference not in ("base", "sft"):
+            raise PbtError(f"--reference must be base or sft, got {self.reference!r}")
         if self.report_to not in REPORT_TO:
             raise PbtError(f"--report-to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
         if self.resume not in RESUME_MODES and not Path(self.resume).is_dir():
@@ -105,6 +108,11 @@ def last_checkpoint(out: Path) -> Path | None:
 ALREADY_DONE = "already-done"
 
 
+def data_hash(cfg: TrainConfig) -> str | None:
+    path = cfg.data / MANIFEST
+    return sha256_file(path)[:16] if path.is_file() else None
+
+
 def prepare_output(cfg: TrainConfig) -> str | bool:
     """Check `--out` against the run; returns what to pass as `resume_from_checkpoint`, or
     ALREADY_DONE when a finished run with the same settings is there (a recipe run twice)."""
@@ -127,6 +135,8 @@ def prepare_output(cfg: TrainConfig) -> str | bool:
     old = manifest.get("settings") or {}
     new = cfg.settings()
     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if manifest.get("data_manifest") != data_hash(cfg):
+        differing.append("data (re-rendered at the same --data path)")
     if manifest.get("status") == "complete":
         if not differing:
             return ALREADY_DONE
@@ -361,7 +371,9 @@ def with_flipflop(trainer_class: Any) -> Any:
             # a fresh policy generator each time: its cached prompt prefixes depend on the adapter weights
             policy = TransformersGenerator(cfg.model, model=model, tokenizer=tokenizer,
                                            batch_size=cfg.eval_batch_size)
-            if self.pbt_extractor is None:
+            if self.pbt_extractor is None and cfg.extractor is not None:
+                self.pbt_extractor = TransformersGenerator(cfg.extractor, batch_size=cfg.eval_batch_size)
+            elif self.pbt_extractor is None:  # no second model in memory: the base, adapter switched off
                 self.pbt_extractor = AdapterOffGenerator(
                     TransformersGenerator(cfg.model, model=model, tokenizer=tokenizer, batch_size=cfg.eval_batch_size))
             was_training = model.training
@@ -383,8 +395,14 @@ def with_flipflop(trainer_class: Any) -> Any:
 
 
 def adapter_base_name(spec: ModelSpec) -> str:
-    """What the saved adapter names as its base: the user's short name or hub id, or an absolute path."""
+    """What the saved adapter names as its base: the user's short name or hub id, or an absolute path.
+
+    When --model is itself an adapter folder (training continues it), its own base is the base."""
+    from pbt_cli.models.resolve import ADAPTER_CONFIG, read_adapter_config
+
     path = Path(spec.name).expanduser()
+    if (path / ADAPTER_CONFIG).is_file():
+        return read_adapter_config(path)["base_model_name_or_path"]
     return str(path.resolve()) if path.exists() else spec.name
 
 
@@ -437,7 +455,7 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
                            else None)
     trainer.pbt_rows, trainer.pbt_config = rows, cfg
     manifest = base_manifest(cfg.stage, cfg)
-    manifest.update(status="running", settings=cfg.settings(), data_manifest=sha256_file(cfg.data / MANIFEST)[:16],
+    manifest.update(status="running", settings=cfg.settings(), data_manifest=data_hash(cfg),
                     data_tokenizer=data_manifest.get("tokenizer"), config_hash=stable_hash(cfg.settings()),
                     adapted_modules=dict(adapted_modules(model)))
     if trainer.is_world_process_zero():

@@ -1,9 +1,11 @@
 """`pbt dpo`: DPO on the balanced preference pairs, continuing the SFT adapter.
 
-Reference policy: with `--adapter SFT_ADAPTER`, TRL keeps a frozen copy of that adapter (named
-"ref") on the same base weights and computes reference log-probabilities with it, so the reference
-is the SFT model, as in standard DPO, without a second copy of the base in memory. Without
-`--adapter`, a fresh LoRA adapter is trained and the reference is the base model (adapter off).
+Reference policy (`--reference`):
+- `base` (default, SPEC.md 6 and the reference code): the policy with its adapter switched off, i.e.
+  the base model, with no second copy of anything in memory;
+- `sft`: a frozen copy of the SFT adapter on the same base weights (TRL's own choice when it is
+  handed a model with a trained adapter), i.e. the SFT model, as in textbook DPO.
+Without `--adapter` a fresh LoRA adapter is trained and both choices mean the base model.
 """
 
 from __future__ import annotations
@@ -16,4 +18,14 @@ from pbt_cli.train.common import TrainConfig, run_training
 def run_dpo(cfg: TrainConfig) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
-    return run_training(cfg, DPOTrainer, DPOConfig, stage_arguments={"beta": cfg.beta})
+    class PbtDPOTrainer(DPOTrainer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            model = self.accelerator.unwrap_model(self.model)
+            if cfg.reference == "base" and "ref" in getattr(model, "peft_config", {}):
+                # TRL computes reference log-probs with the "ref" adapter when there is one, and with
+                # every adapter off otherwise: removing its frozen copy makes the base the reference
+                model.delete_adapter("ref")
+                model.set_adapter("default")
+
+    return run_training(cfg, PbtDPOTrainer, DPOConfig, stage_arguments={"beta": cfg.beta})

@@ -247,15 +247,33 @@ def test_dpo_continues_the_sft_adapter_and_keeps_the_best_checkpoint(dpo_run, sf
     assert all(best_weights[name].equal(dpo_weights[name]) for name in dpo_weights)
 
 
-def test_dpo_reference_is_the_frozen_sft_adapter(dpo_run, sft_run):
-    """pbt_cli/train/dpo.py: with --adapter, TRL keeps a frozen copy of it ("ref") as the reference policy."""
+def test_dpo_reference_is_the_base_by_default(dpo_run):
+    """SPEC.md 6: the reference is the policy with its adapter off, so TRL's frozen "ref" copy of the SFT
+    adapter is removed and no checkpoint carries one."""
     out, code, err = dpo_run
     assert code == 0, err
-    sft_weights = tensors(sft_run[0] / "adapter_model.safetensors")
-    checkpoint = out / "checkpoints" / "checkpoint-8"
-    ref = tensors(checkpoint / "ref" / "adapter_model.safetensors")
-    assert set(ref) == set(sft_weights)
-    assert all(ref[name].equal(sft_weights[name]) for name in ref)  # never trained
+    assert not list((out / "checkpoints").glob("*/ref"))
+    assert read_json(out / "manifest.json")["config"]["reference"] == "base"
+
+
+@pytest.mark.parametrize(("reference", "starts_at_log2"), [("base", False), ("sft", True)])
+def test_dpo_reference_choice_changes_the_first_loss(capsys, tmp_path, tiny_model_dir, dpo_data, sft_run,
+                                                     reference, starts_at_log2):
+    """At step 1 the policy is the SFT model: against an SFT reference the log-ratios cancel and the DPO
+    loss is exactly log 2; against the base reference they do not."""
+    sft_out, code, err = sft_run
+    assert code == 0, err
+    out = tmp_path / reference
+    result = run_cli(capsys, "dpo", "--model", tiny_model_dir, "--adapter", sft_out, "--data", dpo_data, "--out",
+                     out, *TINY_RUN, "--max-steps", "1", "--eval-strategy", "no", "--reference", reference)
+    assert result.exit_code == 0, result.stderr
+    first = next(entry for entry in log_history(out) if "loss" in entry)
+    assert (first["loss"] == pytest.approx(math.log(2), abs=1e-4)) is starts_at_log2
+    if reference == "sft":  # TRL's frozen copy is the SFT adapter, never trained
+        sft_weights = tensors(sft_out / "adapter_model.safetensors")
+        [ref_file] = list((out / "checkpoints").glob("*/ref/adapter_model.safetensors"))
+        ref = tensors(ref_file)
+        assert set(ref) == set(sft_weights) and all(ref[name].equal(sft_weights[name]) for name in ref)
 
 
 def test_dpo_without_adapter_starts_a_fresh_one_against_the_base(capsys, tmp_path, tiny_model_dir, dpo_data):
@@ -280,8 +298,6 @@ def second_tiny_model_dir(tmp_path_factory) -> Path:
     return root_conftest().build_tiny_model(tmp_path_factory.mktemp("tiny-llama-2"), seed=1)
 
 
-@pytest.mark.xfail(strict=True, reason="--extractor-model is parsed into TrainConfig.extractor (and its settings) "
-                   "but FlipflopTrainer._run_flipflop always extracts with the policy's base (adapter off)")
 def test_training_evaluation_uses_the_extractor_model(capsys, monkeypatch, tmp_path, tiny_model_dir, dpo_data,
                                                       second_tiny_model_dir):
     import pbt_cli.evals.flipflop as flipflop
@@ -419,9 +435,6 @@ def test_unfinished_run_with_other_settings_is_refused(capsys, monkeypatch, tmp_
     assert read_json(out / "manifest.json")["global_step"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="prepare_output compares TrainConfig.settings(), which holds the --data "
-                   "path only; the data manifest hash stored in manifest.json (data_manifest) is never compared, so "
-                   "an unfinished run resumes silently on data re-rendered at the same path")
 def test_unfinished_run_on_re_rendered_data_is_refused(capsys, monkeypatch, tmp_path, tiny_model_dir, pairs_dir):
     from pbt_cli.pipeline.preprocess import PreprocessConfig, run_preprocess
 
