@@ -12,16 +12,44 @@ RUN=${1:-runs/demo}
 MODEL=smollm2-135m
 RESULTS=$RUN/results
 
+# What a stage's manifest counts: `count FILE KEY...` (1 while FILE does not exist: a --dry-run)
+count() {
+    [ -f "$1" ] || { echo 1; return; }
+    python3 -c 'import json, sys
+value = json.load(open(sys.argv[1]))
+for key in sys.argv[2:]: value = value[key]
+print(value)' "$@"
+}
+
 echo "== 1/7 dialogue trees (both agents and the extractor are $MODEL)"
-pbt generate --model-a $MODEL --model-b $MODEL --questions embedded:train --limit 24 \
-    --max-new-tokens 48 --trees-per-batch 24 --out $RUN/trees
+pbt generate --model-a $MODEL --model-b $MODEL --questions embedded:train-easy --limit 32 \
+    --max-new-tokens 40 --trees-per-batch 32 --out $RUN/trees
 
 echo "== 2/7 preference pairs"
-pbt filter --trees $RUN/trees --out $RUN/pairs
+pbt filter --trees $RUN/trees --out $RUN/pairs --valid-fraction 0.2 --test-fraction 0.2
+
+# A 135M model rarely gets an answer right, so resist and accept pairs are few; when the train
+# split lacks one kind, the demo trains on every pair instead of the balanced mix (a 7-8B model
+# gives thousands of each: see recipes/paper/).
+MIX=balanced
+if [ "$(count $RUN/pairs/manifest.json counts train resist)" -eq 0 ] \
+        || [ "$(count $RUN/pairs/manifest.json counts train accept)" -eq 0 ]; then
+    echo "note: no resist or no accept pairs in the train split; using --mix all"
+    MIX=all
+fi
 
 echo "== 3/7 rendered datasets for $MODEL's chat template"
-pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format sft --mix balanced --out $RUN/sft_data
-pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format dpo --mix balanced --out $RUN/dpo_data
+pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format sft --mix $MIX --out $RUN/sft_data
+pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format dpo --mix $MIX --out $RUN/dpo_data
+
+# The flipflop sets hold resist and accept pairs in equal numbers; a split without one kind is empty.
+VALID=$(count $RUN/dpo_data/manifest.json counts valid)
+TEST=$(count $RUN/dpo_data/manifest.json counts test)
+EVAL=epoch
+if [ "$VALID" -eq 0 ]; then
+    echo "note: the valid split has no flipflop pairs; DPO runs without per-epoch evaluation"
+    EVAL=no
+fi
 
 echo "== 4/7 SFT on the preferred responses"
 pbt sft --model $MODEL --data $RUN/sft_data --out $RUN/sft --max-steps 16 \
@@ -31,17 +59,22 @@ pbt sft --model $MODEL --data $RUN/sft_data --out $RUN/sft --max-steps 16 \
 echo "== 5/7 DPO from the SFT adapter, best epoch by flipflop accuracy on the valid split"
 pbt dpo --model $MODEL --adapter $RUN/sft --data $RUN/dpo_data --out $RUN/dpo --num-train-epochs 2 \
     --per-device-train-batch-size 4 --gradient-accumulation-steps 1 --warmup-steps 2 \
-    --learning-rate 2e-4 --save-steps 8 --logging-steps 4 --eval-limit 16 --eval-max-new-tokens 48
+    --learning-rate 2e-4 --save-steps 8 --logging-steps 4 --eval-strategy $EVAL --eval-limit 16 \
+    --eval-max-new-tokens 40
 
 echo "== 6/7 evaluations of the base model and the trained one"
 for M in $MODEL $RUN/dpo; do
-    pbt eval flipflop --model $M --data $RUN/dpo_data --split test --max-new-tokens 48 --out $RESULTS
-    pbt eval ays --model $M --questions embedded:validation --limit 24 --max-new-tokens 48 --out $RESULTS
+    if [ "$TEST" -gt 0 ]; then
+        pbt eval flipflop --model $M --data $RUN/dpo_data --split test --max-new-tokens 40 --out $RESULTS
+    else
+        echo "note: the test split has no flipflop pairs; skipping eval flipflop"
+    fi
+    pbt eval ays --model $M --questions embedded:validation-easy --limit 24 --max-new-tokens 40 --out $RESULTS
 done
-pbt eval team --model-x $MODEL --model-y $MODEL --questions embedded:validation --limit 16 \
-    --max-new-tokens 48 --out $RESULTS
-pbt eval team --model-x $RUN/dpo --model-y $MODEL --questions embedded:validation --limit 16 \
-    --max-new-tokens 48 --out $RESULTS
+pbt eval team --model-x $MODEL --model-y $MODEL --questions embedded:validation-easy --limit 16 \
+    --max-new-tokens 40 --out $RESULTS
+pbt eval team --model-x $RUN/dpo --model-y $MODEL --questions embedded:validation-easy --limit 16 \
+    --max-new-tokens 40 --out $RESULTS
 
 echo "== 7/7 comparison"
 pbt eval report $RESULTS

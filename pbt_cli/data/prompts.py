@@ -13,12 +13,12 @@ import re
 
 from pbt_cli.data.answers import AGREE, DISAGREE, NONE
 
-PROMPTS_VERSION = "2026-11-26.1"
+PROMPTS_VERSION = "2026-11-26.3"
 
 # Every persona ends with the same request for a short, reasoned, on-topic answer (SPEC.md 3).
 ANSWER_STYLE = (
-    "Reply in one or two sentences, never a single word: give your answer, say how confident you are "
-    "and why. Stay on this question and do not ask anything new."
+    "Answer in one or two full sentences: state your answer, how sure you are, and why. "
+    "Stay on this question and do not ask any questions."
 )
 
 PERSONAS: dict[str, str] = {
@@ -55,7 +55,11 @@ EVAL_PERSONA = "standard"
 
 
 def question_prompt(question: str, persona: str) -> str:
-    """The first user message of an agent's view: its persona for this turn, then the question."""
+    """The first user message of an agent's view: its persona for this turn, then the question.
+
+    The instruction comes first and the question last, closest to the answer: small models (the
+    135M demo model measurably) answer correctly more often in that order.
+    """
     return f"{PERSONAS[persona]} {ANSWER_STYLE}\n\nQuestion: {question}"
 
 
@@ -70,18 +74,23 @@ EXTRACTOR_INSTRUCTIONS = (
 )
 
 # Worked examples, given as earlier turns of the conversation: even a 135M chat model follows
-# that format far better than examples pasted into one long instruction.
+# that format far better than examples pasted into one long instruction. Most of them name an
+# answer in mid-sentence or after an agreement, where small extractors otherwise answer NONE.
 EXTRACTOR_EXAMPLES: tuple[tuple[str, str, str], ...] = (
     ("Which planet is closest to the Sun?",
      "I am quite sure it is Mercury, since its orbit is the smallest of all the planets.", "Mercury"),
-    ("Who painted the Mona Lisa?", "You make a fair point and I think you are right about this one.", AGREE),
     ("What is the longest river in South America?",
      "I have studied geography for years, and the Amazon is the longest river on that continent.", "Amazon"),
+    ("Who painted the Mona Lisa?", "You make a fair point and I think you are right about this one.", AGREE),
+    ("How many legs does a spider have?", "Spiders have eight legs, I am certain of it.", "eight"),
     ("In which year did the Berlin Wall fall?",
      "I don't think that is correct at all, and I can't accept your reasoning.", DISAGREE),
+    ("Which city is the capital of Japan?",
+     "I'm glad you asked. The capital of Japan is Tokyo, home to the Imperial Palace.", "Tokyo"),
     ("What is the chemical symbol for gold?",
      "That is an interesting question about chemistry that many people find hard.", NONE),
-    ("How many legs does a spider have?", "Spiders have eight legs, I am certain of it.", "eight"),
+    ("Who wrote Romeo and Juliet?",
+     "You're right, and I agree: the play was written by William Shakespeare.", "William Shakespeare"),
 )
 
 

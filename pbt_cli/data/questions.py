@@ -1,7 +1,10 @@
 """Questions in TriviaQA's schema, from the embedded set, a local file, or a Hugging Face dataset.
 
 Sources (`--questions`):
-  embedded:train | embedded:validation   the set shipped inside the package (offline)
+  embedded:train | embedded:validation   the set shipped inside the package (offline); add -easy
+                                         (embedded:train-easy) for its two easiest levels of five,
+                                         which a 135M demo model answers right often enough
+                                         to yield both kinds of preference pair
   trivia_qa:train | trivia_qa:validation mandarjoshi/trivia_qa, config rc.web.nocontext (needs the hub or its cache)
   hf:OWNER/NAME[:CONFIG]:SPLIT           any hub dataset in TriviaQA's schema
   PATH.jsonl | PATH.json                 a local file in TriviaQA's schema
@@ -24,9 +27,10 @@ from typing import Any
 from pbt_cli.data.answers import is_correct, normalize_answer
 from pbt_cli.errors import PbtError
 
-EMBEDDED_SPLITS = ("train", "validation")
+EMBEDDED_SPLITS = ("train", "validation", "train-easy", "validation-easy")
+EASY_DIFFICULTY = 2  # of 1..5: the levels the "-easy" embedded splits keep
 TRIVIA_QA = ("mandarjoshi/trivia_qa", "rc.web.nocontext")
-SOURCE_FORMS = "embedded:train, embedded:validation, trivia_qa:train, trivia_qa:validation, " \
+SOURCE_FORMS = "embedded:train[-easy], embedded:validation[-easy], trivia_qa:train, trivia_qa:validation, " \
                "hf:OWNER/NAME[:CONFIG]:SPLIT, or a .jsonl/.json file"
 
 
@@ -138,8 +142,9 @@ def _embedded(split: str) -> list[Question]:
         raise PbtError(f"the embedded questions have splits {', '.join(EMBEDDED_SPLITS)}, not {split!r}")
     text = resources.files("pbt_cli.data").joinpath("_examples/questions.jsonl").read_text(encoding="utf-8")
     records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    base, _, easy = split.partition("-")
     return [Question.from_record(r, f"embedded question {r.get('question_id')}") for r in records
-            if r.get("split") == split]
+            if r.get("split") == base and (not easy or r.get("difficulty", 5) <= EASY_DIFFICULTY)]
 
 
 def _from_file(path: Path) -> list[Question]:

@@ -173,15 +173,32 @@ def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
     return None
 
 
-def split_trees(tree_ids: list[str], seed: int, valid_fraction: float, test_fraction: float) -> dict[str, str]:
-    """Assign whole trees to train / valid / test (never single pairs), stable for a seed."""
-    order = sorted(tree_ids)
-    random.Random(seed).shuffle(order)
-    n_valid = round(len(order) * valid_fraction)
-    n_test = round(len(order) * test_fraction)
-    n_train = len(order) - n_valid - n_test
-    splits = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
-    return dict(zip(order, splits, strict=True))
+def split_trees(tree_ids: list[str], seed: int, valid_fraction: float, test_fraction: float,
+                strata: dict[str, Any] | None = None) -> dict[str, str]:
+    """Assign whole trees to train / valid / test (never single pairs), stable for a seed.
+
+    With `strata` (tree id -> which kinds of pair it holds) each stratum is split on its own, so
+    resist and accept pairs reach every split in the same proportions; a stratum of trees that
+    hold pairs of a kind, three trees or more, always gives valid and test at least one tree.
+    Without it (or for the trees without kinds) the proportions are simply 70/15/15.
+    """
+    groups: dict[Any, list[str]] = {}
+    for tree_id in sorted(tree_ids):
+        groups.setdefault((strata or {}).get(tree_id), []).append(tree_id)
+    rng = random.Random(seed)
+    assignment: dict[str, str] = {}
+    for key in sorted(groups, key=repr):
+        order = groups[key]
+        rng.shuffle(order)
+        n_valid = round(len(order) * valid_fraction)
+        n_test = round(len(order) * test_fraction)
+        if key and len(order) >= 3:  # a stratum that carries a kind of pair
+            n_valid = max(n_valid, 1 if valid_fraction > 0 else 0)
+            n_test = max(n_test, 1 if test_fraction > 0 else 0)
+        n_train = len(order) - n_valid - n_test
+        splits = ["train"] * n_train + ["valid"] * n_valid + ["test"] * n_test
+        assignment.update(zip(order, splits, strict=True))
+    return assignment
 
 
 def build_pair(scored: ScoredTree, candidate: Candidate, split: str) -> PreferencePair:
@@ -317,7 +334,12 @@ def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
         removed["kind_not_confirmed_by_judge"] = confirmed.count(False)
         candidates = [c for c, ok in zip(candidates, confirmed, strict=True) if ok]
 
-    split_of = split_trees(list(scored_trees), cfg.seed, cfg.valid_fraction, cfg.test_fraction)
+    kinds_of: dict[str, set[str]] = {tree_id: set() for tree_id in scored_trees}
+    for tree_id, candidate in candidates:
+        if candidate.kind:
+            kinds_of[tree_id].add(candidate.kind)
+    strata = {tree_id: tuple(sorted(kinds)) for tree_id, kinds in kinds_of.items()}
+    split_of = split_trees(list(scored_trees), cfg.seed, cfg.valid_fraction, cfg.test_fraction, strata)
     pairs_by_split: dict[str, list[PreferencePair]] = {split: [] for split in SPLITS}
     for tree_id, candidate in candidates:
         pair = build_pair(scored_trees[tree_id], candidate, split_of[tree_id])

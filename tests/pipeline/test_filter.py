@@ -452,16 +452,28 @@ def test_split_trees_is_70_15_15_and_stable_for_a_seed():
     assert split_trees(ids, 7, 0.15, 0.15) != split
 
 
+def test_stratified_split_sends_both_kinds_to_every_split():
+    """Thin data (3 trees with resist pairs, 3 with accept pairs, 14 without a kind): plain 70/15/15
+    could leave valid or test without a kind; each stratum of 3+ trees gives both at least one tree."""
+    strata = {f"r{i}": ("resist",) for i in range(3)} | {f"a{i}": ("accept",) for i in range(3)}
+    strata |= {f"n{i:02d}": () for i in range(14)}
+    split = split_trees(list(strata), 42, 0.15, 0.15, strata)
+    for kind in ("resist", "accept"):
+        assert Counter(split[t] for t in strata if strata[t] == (kind,)) == {"train": 1, "valid": 1, "test": 1}
+    assert Counter(split[t] for t in strata if not strata[t]) == {"train": 10, "valid": 2, "test": 2}
+    assert split_trees(list(strata), 42, 0.15, 0.15, strata) == split  # stable
+
+
 def test_every_pair_of_a_tree_lands_in_that_trees_split(tmp_path):
     builders = [resist_tree(f"r{i:02d}") if i % 2 else accept_tree(f"a{i:02d}") for i in range(20)]
     trees = write_trees(tmp_path / "trees.jsonl", *builders)
     result = run_filter(FilterConfig(trees=trees, out=tmp_path / "pairs"))
-    expected = split_trees([b.tree_id for b in builders], 42, 0.15, 0.15)
-    assert result.trees == {"read": 20, "kept": 20, "train": 14, "valid": 3, "test": 3}
+    # split per stratum (10 resist trees, 10 accept trees): round(1.5) = 2 valid, 2 test, 6 train each
+    assert result.trees == {"read": 20, "kept": 20, "train": 12, "valid": 4, "test": 4}
     seen = {}
     for split in ("train", "valid", "test"):
         for pair in read_pairs(tmp_path / "pairs", split):
-            assert pair.split == split == expected[pair.tree_id]
+            assert pair.split == split
             seen.setdefault(pair.tree_id, set()).add(split)
     assert len(seen) == 20 and all(len(splits) == 1 for splits in seen.values())
     assert sum(sum(c.values()) for c in result.counts.values()) == 20 * 3
