@@ -22,8 +22,8 @@ print(value)' "$@"
 }
 
 echo "== 1/7 dialogue trees (both agents and the extractor are $MODEL)"
-pbt generate --model-a $MODEL --model-b $MODEL --questions embedded:train-easy --limit 32 \
-    --max-new-tokens 40 --trees-per-batch 32 --out $RUN/trees
+pbt generate --model-a $MODEL --model-b $MODEL --questions embedded:train-easy --limit 64 \
+    --max-new-tokens 40 --trees-per-batch 64 --out $RUN/trees
 
 echo "== 2/7 preference pairs"
 pbt filter --trees $RUN/trees --out $RUN/pairs --valid-fraction 0.2 --test-fraction 0.2

@@ -55,6 +55,7 @@ def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -
 
 @app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).")
 @o.pbt_command
+@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
 def flipflop(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
@@ -70,30 +71,12 @@ def flipflop(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
-    revision: o.Revision = None,
-    adapter: o.Adapter = None,
-    chat_template: o.ChatTemplate = None,
-    dtype: o.Dtype = "auto",
-    device_map: o.DeviceMap = "auto",
-    load_in_8bit: o.LoadIn8bit = False,
-    load_in_4bit: o.LoadIn4bit = False,
-    bnb_4bit_quant_type: o.QuantType = "nf4",
-    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
-    bnb_4bit_use_double_quant: o.DoubleQuant = False,
-    trust_remote_code: o.TrustRemoteCode = False,
-    attn_implementation: o.AttnImplementation = None,
-    backend: o.Backend = "transformers",
-    batch_size: o.BatchSize = 64,
-    max_batch_tokens: o.MaxBatchTokens = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    gpu_memory_utilization: o.GpuMemory = None,
-    max_model_len: o.MaxModelLen = None,
-    config: o.ConfigFile = None,
-    dry_run: o.DryRun = False,
+    **shared: Any,
 ) -> None:
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
     from pbt_cli.pipeline.preprocess import read_data_manifest
 
+    dry_run = bool(shared["dry_run"])
     params = ctx.params
     cfg = FlipflopConfig(model=o.model_spec_from(params, "model", with_overrides=True), data=data, split=split,
                          extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
@@ -111,6 +94,7 @@ def flipflop(
 
 @app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.')
 @o.pbt_command
+@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
 def ays(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
@@ -123,29 +107,11 @@ def ays(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
-    revision: o.Revision = None,
-    adapter: o.Adapter = None,
-    chat_template: o.ChatTemplate = None,
-    dtype: o.Dtype = "auto",
-    device_map: o.DeviceMap = "auto",
-    load_in_8bit: o.LoadIn8bit = False,
-    load_in_4bit: o.LoadIn4bit = False,
-    bnb_4bit_quant_type: o.QuantType = "nf4",
-    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
-    bnb_4bit_use_double_quant: o.DoubleQuant = False,
-    trust_remote_code: o.TrustRemoteCode = False,
-    attn_implementation: o.AttnImplementation = None,
-    backend: o.Backend = "transformers",
-    batch_size: o.BatchSize = 64,
-    max_batch_tokens: o.MaxBatchTokens = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    gpu_memory_utilization: o.GpuMemory = None,
-    max_model_len: o.MaxModelLen = None,
-    config: o.ConfigFile = None,
-    dry_run: o.DryRun = False,
+    **shared: Any,
 ) -> None:
     from pbt_cli.evals.ays import AysConfig, run_ays
 
+    dry_run = bool(shared["dry_run"])
     params = ctx.params
     cfg = AysConfig(model=o.model_spec_from(params, "model", with_overrides=True), questions=questions, limit=limit,
                     seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
@@ -163,6 +129,7 @@ def ays(
 
 @app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.")
 @o.pbt_command
+@o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
 def team(
     ctx: typer.Context,
     model_x: Annotated[str | None, typer.Option("--model-x", help="First model (speaks first in order xy).")] = None,
@@ -183,26 +150,11 @@ def team(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
-    dtype: o.Dtype = "auto",
-    device_map: o.DeviceMap = "auto",
-    load_in_8bit: o.LoadIn8bit = False,
-    load_in_4bit: o.LoadIn4bit = False,
-    bnb_4bit_quant_type: o.QuantType = "nf4",
-    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
-    bnb_4bit_use_double_quant: o.DoubleQuant = False,
-    trust_remote_code: o.TrustRemoteCode = False,
-    attn_implementation: o.AttnImplementation = None,
-    backend: o.Backend = "transformers",
-    batch_size: o.BatchSize = 64,
-    max_batch_tokens: o.MaxBatchTokens = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    gpu_memory_utilization: o.GpuMemory = None,
-    max_model_len: o.MaxModelLen = None,
-    config: o.ConfigFile = None,
-    dry_run: o.DryRun = False,
+    **shared: Any,
 ) -> None:
     from pbt_cli.evals import team as team_eval
 
+    dry_run = bool(shared["dry_run"])
     if rescore is not None:
         metrics = team_eval.rescore(rescore)
         _render({"metrics": metrics}, rescore if rescore.is_dir() else rescore.parent, json_out,
@@ -255,9 +207,9 @@ def report(
         return
     used = [c for c, _, _ in COLUMNS if any(row.get(c) is not None for row in result.rows.values())]
     table = Table(title=f"results under {folder}")
-    table.add_column("model")
-    for column in used:
-        table.add_column(column, justify="right")
+    table.add_column("model", overflow="fold")
+    for column in used:  # numbers never wrap; long model names fold instead
+        table.add_column(column, justify="right", no_wrap=True, min_width=6)
     for name, row in result.rows.items():
         table.add_row(name, *[("-" if row.get(c) is None else f"{row[c]:.3f}") for c in used])
     console.stdout.print(table)

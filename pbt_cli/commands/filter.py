@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -17,6 +17,7 @@ HELP = "Turn dialogue trees into resist/accept preference pairs, split by tree (
 
 
 @o.pbt_command
+@o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
 def filter_trees(
     ctx: typer.Context,
     trees: Annotated[Path, typer.Option("--trees", help="A trees file or a folder of shards (pbt or reference format).")],
@@ -28,24 +29,9 @@ def filter_trees(
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of trees for test.")] = 0.15,
     seed: o.Seed = 42,
     overwrite: o.Overwrite = False,
-    dtype: o.Dtype = "auto",
-    device_map: o.DeviceMap = "auto",
-    load_in_8bit: o.LoadIn8bit = False,
-    load_in_4bit: o.LoadIn4bit = False,
-    bnb_4bit_quant_type: o.QuantType = "nf4",
-    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
-    bnb_4bit_use_double_quant: o.DoubleQuant = False,
-    trust_remote_code: o.TrustRemoteCode = False,
-    attn_implementation: o.AttnImplementation = None,
-    backend: o.Backend = "transformers",
-    batch_size: o.BatchSize = 64,
-    max_batch_tokens: o.MaxBatchTokens = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    gpu_memory_utilization: o.GpuMemory = None,
-    max_model_len: o.MaxModelLen = None,
-    config: o.ConfigFile = None,
-    dry_run: o.DryRun = False,
+    **shared: Any,
 ) -> None:
+    dry_run = bool(shared["dry_run"])
     params = ctx.params
     cfg = FilterConfig(trees=trees, out=out, margin=margin, judge=o.model_spec_from(params, "judge"), seed=seed,
                        valid_fraction=valid_fraction, test_fraction=test_fraction, overwrite=overwrite,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -16,6 +16,7 @@ HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumabl
 
 
 @o.pbt_command
+@o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
 def generate(
     ctx: typer.Context,
     model_a: Annotated[str, typer.Option("--model-a", help="Agent A (speaks first): short name, hub id or path.")],
@@ -47,24 +48,9 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Output folder (trees JSONL + manifest).")] = Path("trees"),
     overwrite: o.Overwrite = False,
     seed: o.Seed = 42,
-    dtype: o.Dtype = "auto",
-    device_map: o.DeviceMap = "auto",
-    load_in_8bit: o.LoadIn8bit = False,
-    load_in_4bit: o.LoadIn4bit = False,
-    bnb_4bit_quant_type: o.QuantType = "nf4",
-    bnb_4bit_compute_dtype: o.ComputeDtype = "auto",
-    bnb_4bit_use_double_quant: o.DoubleQuant = False,
-    trust_remote_code: o.TrustRemoteCode = False,
-    attn_implementation: o.AttnImplementation = None,
-    backend: o.Backend = "transformers",
-    batch_size: o.BatchSize = 64,
-    max_batch_tokens: o.MaxBatchTokens = None,
-    tensor_parallel_size: o.TensorParallel = 1,
-    gpu_memory_utilization: o.GpuMemory = None,
-    max_model_len: o.MaxModelLen = None,
-    config: o.ConfigFile = None,
-    dry_run: o.DryRun = False,
+    **shared: Any,
 ) -> None:
+    dry_run = bool(shared["dry_run"])
     params = ctx.params
     cfg = GenerateConfig(
         model_a=o.model_spec_from(params, "model_a"), model_b=o.model_spec_from(params, "model_b"),

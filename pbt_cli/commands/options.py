@@ -7,6 +7,8 @@ turn the parsed values (`ctx.params`) into the frozen specs the pipelines take.
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -94,6 +96,61 @@ TopP = Annotated[float, typer.Option("--top-p", rich_help_panel=SAMPLING)]
 TopK = Annotated[int, typer.Option("--top-k", help="0 = no top-k filtering.", rich_help_panel=SAMPLING)]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=SAMPLING)]
 MinNewTokens = Annotated[int, typer.Option("--min-new-tokens", rich_help_panel=SAMPLING)]
+
+
+# --- option groups, added to a command's signature by `shared_options` ------------------------------
+
+LOAD_PARAMETERS: list[tuple[str, Any, Any]] = [
+    ("dtype", Dtype, "auto"),
+    ("device_map", DeviceMap, "auto"),
+    ("load_in_8bit", LoadIn8bit, False),
+    ("load_in_4bit", LoadIn4bit, False),
+    ("bnb_4bit_quant_type", QuantType, "nf4"),
+    ("bnb_4bit_compute_dtype", ComputeDtype, "auto"),
+    ("bnb_4bit_use_double_quant", DoubleQuant, False),
+    ("trust_remote_code", TrustRemoteCode, False),
+    ("attn_implementation", AttnImplementation, None),
+]
+BACKEND_PARAMETERS: list[tuple[str, Any, Any]] = [
+    ("backend", Backend, "transformers"),
+    ("batch_size", BatchSize, 64),
+    ("max_batch_tokens", MaxBatchTokens, None),
+    ("tensor_parallel_size", TensorParallel, 1),
+    ("gpu_memory_utilization", GpuMemory, None),
+    ("max_model_len", MaxModelLen, None),
+]
+SINGLE_MODEL_PARAMETERS: list[tuple[str, Any, Any]] = [  # commands that load one model (plus an extractor)
+    ("revision", Revision, None),
+    ("adapter", Adapter, None),
+    ("chat_template", ChatTemplate, None),
+]
+RUN_PARAMETERS: list[tuple[str, Any, Any]] = [
+    ("config", ConfigFile, None),
+    ("dry_run", DryRun, False),
+]
+
+
+def shared_options(*groups: list[tuple[str, Any, Any]]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Append option groups to a command's signature, so every command spells them the same way.
+
+    The command takes them through `**shared` (or reads them from `ctx.params`); Typer reads the
+    extended `__signature__` to build the options and their help.
+    """
+
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(function)
+        # with `from __future__ import annotations` the signature holds strings; Typer needs the types
+        hints = typing.get_type_hints(function, include_extras=True)
+        parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+                      if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        for group in groups:
+            for name, annotation, default in group:
+                parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                                    default=default))
+        function.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+        return function
+
+    return decorate
 
 
 # --- builders ------------------------------------------------------------------------------------

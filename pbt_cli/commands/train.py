@@ -91,17 +91,8 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
     ("overwrite", o.Overwrite, False),
     ("seed", o.Seed, 42),
     ("chat_template", o.ChatTemplate, None),
-    ("dtype", o.Dtype, "auto"),
-    ("device_map", o.DeviceMap, "auto"),
-    ("load_in_8bit", o.LoadIn8bit, False),
-    ("load_in_4bit", o.LoadIn4bit, False),
-    ("bnb_4bit_quant_type", o.QuantType, "nf4"),
-    ("bnb_4bit_compute_dtype", o.ComputeDtype, "auto"),
-    ("bnb_4bit_use_double_quant", o.DoubleQuant, False),
-    ("trust_remote_code", o.TrustRemoteCode, False),
-    ("attn_implementation", o.AttnImplementation, None),
-    ("config", o.ConfigFile, None),
-    ("dry_run", o.DryRun, False),
+    *o.LOAD_PARAMETERS,
+    *o.RUN_PARAMETERS,
 ]
 
 

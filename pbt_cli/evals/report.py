@@ -19,12 +19,12 @@ COLUMNS = (
     ("flipflop", "flipflop", "accuracy"),
     ("resist", "flipflop", "accuracy_flip_correct_to_incorrect"),
     ("accept", "flipflop", "accuracy_flip_incorrect_to_correct"),
-    ("ays before", "ays", "accuracy_before"),
-    ("ays after", "ays", "accuracy_after"),
-    ("ays flip c->w", "ays", "flip_correct_to_wrong"),
+    ("ays pre", "ays", "accuracy_before"),
+    ("ays post", "ays", "accuracy_after"),
+    ("ays c>w", "ays", "flip_correct_to_wrong"),
     ("team xy", "team", "xy.team_accuracy"),
     ("team yx", "team", "yx.team_accuracy"),
-    ("order gap", "team", "order_gap"),
+    ("gap", "team", "order_gap"),
 )
 
 

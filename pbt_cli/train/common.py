@@ -238,6 +238,9 @@ def build_policy(cfg: TrainConfig) -> tuple[Any, Any]:
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     if resolved.adapter:
         model = PeftModel.from_pretrained(model, resolved.adapter, is_trainable=True)
+        # the adapter names its base as the user did ("smollm2-135m"); peft's checkpoint saving looks
+        # that name up as a folder or on the hub, so point it at the weights actually loaded
+        model.peft_config["default"].base_model_name_or_path = resolved.base
         log.info("continuing adapter %s on %s", resolved.adapter, base_spec.name)
     else:
         model = get_peft_model(model, lora_config(cfg.lora, model))
