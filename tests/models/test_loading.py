@@ -129,7 +129,16 @@ def test_sampled_generation_is_reproducible_with_a_seed(tiny_model_dir):
 
 def test_batches_are_cut_by_count_and_by_tokens(tiny_model_dir):
     generator = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir)), batch_size=2, max_batch_tokens=100)
-    plan = generator.plan_batches([10, 50, 20, 5, 5], Sampling(max_new_tokens=10))
+    generator.batch_order = "length"
+    prompts = [[7] * n for n in (10, 50, 20, 5, 5)]
+    plan = generator.plan_batches(prompts, Sampling(max_new_tokens=10))
     assert plan[0] == [1]  # 2 x (50 + 10) = 120 > 100 tokens: the longest goes alone
     assert all(len(batch) <= 2 for batch in plan)
     assert sorted(i for batch in plan for i in batch) == [0, 1, 2, 3, 4]
+
+
+def test_prefix_order_puts_prompts_with_a_shared_start_together(tiny_model_dir):
+    generator = TransformersGenerator(ModelSpec.parse(str(tiny_model_dir)), batch_size=2)
+    prompts = [[1, 2, 9], [5, 6, 7], [1, 2, 3], [5, 6, 8]]
+    plan = generator.plan_batches(prompts, Sampling(max_new_tokens=4))
+    assert sorted(map(sorted, plan)) == [[0, 2], [1, 3]]  # [1, 2, ...] together, [5, 6, ...] together
