@@ -87,5 +87,5 @@ Artifacts:
   datasets       $RUN/sft_data  $RUN/dpo_data   (Hugging Face datasets, save_to_disk)
   adapters       $RUN/sft  $RUN/dpo             (PEFT adapters, checkpoints/, log_history.jsonl)
   results        $RESULTS/<eval>/<model>/results.json and samples.jsonl
-  plots          $RESULTS/report_flipflop.png  $RESULTS/report_team.png
+  plots          $RESULTS/report_*.png   (flipflop: resist vs accept; team accuracy by order)
 DONE
