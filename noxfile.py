@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s benchmarks`.
+"""Sessions: `nox -s tests` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s compat`.
 
 Each session installs torch first (PBT_TORCH_SPEC, default the CPU wheel `torch==2.13.0`; set it
 to e.g. `torch` on a CUDA machine), then the project, so pip never swaps in another torch build.
@@ -26,6 +26,15 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 def tests(session: nox.Session) -> None:
     """Every test, the slow ones with the real demo model included (~10 min on 2 CPU cores)."""
     install(session)
+    session.env["PBT_TEST_HOME"] = session.create_tmp() + "/pbt-home"
+    session.run("pytest", "--runslow", *session.posargs)
+
+
+@nox.session
+def compat(session: nox.Session) -> None:
+    """The whole suite on the oldest transformers the [vllm] extra allows (vllm 0.33: >=5.16.1,<5.21)."""
+    install(session)
+    session.install("transformers==5.16.1")
     session.env["PBT_TEST_HOME"] = session.create_tmp() + "/pbt-home"
     session.run("pytest", "--runslow", *session.posargs)
 
