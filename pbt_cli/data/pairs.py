@@ -7,11 +7,11 @@ list of chat messages (the responder's view up to and including the persuasion t
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbt_cli.data.jsonl import read_jsonl, write_jsonl
 from pbt_cli.errors import PbtError
 
 KINDS = ("resist", "accept")
@@ -50,21 +50,12 @@ class PreferencePair:
 
 
 def write_pairs(path: Path, pairs: list[PreferencePair]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(pair.to_record(), ensure_ascii=False) + "\n")
+    write_jsonl(path, (pair.to_record() for pair in pairs))
 
 
 def read_pairs(folder: Path, split: str) -> list[PreferencePair]:
     path = folder / f"{split}.jsonl"
     if not path.is_file():
         raise PbtError(f"--pairs {folder} has no {split}.jsonl; give the --out folder of `pbt filter`")
-    pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PbtError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-            pairs.append(PreferencePair.from_record(record, f"{path} line {number}"))
-    return pairs
+    return [PreferencePair.from_record(record, f"{path} line {number}")
+            for number, record in read_jsonl(path, what="a pairs file from `pbt filter`")]

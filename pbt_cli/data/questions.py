@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pbt_cli.data.answers import is_correct, normalize_answer
+from pbt_cli.data.jsonl import read_jsonl
 from pbt_cli.errors import PbtError
 
 EMBEDDED_SPLITS = ("train", "validation", "train-easy", "validation-easy")
@@ -150,11 +151,10 @@ def _embedded(split: str) -> list[Question]:
 def _from_file(path: Path) -> list[Question]:
     if not path.is_file():
         raise PbtError(f"questions file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
     records: Iterable[tuple[str, Any]]
     if path.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise PbtError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         if isinstance(data, Mapping) and "data" in data:  # TriviaQA's original release wraps records in "Data"
@@ -165,15 +165,8 @@ def _from_file(path: Path) -> list[Question]:
             raise PbtError(f"{path}: expected a list of question records (or JSON Lines in a .jsonl file)")
         records = ((f"{path} record {i}", r) for i, r in enumerate(data))
     else:
-        parsed = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                parsed.append((f"{path} line {number}", json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise PbtError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-        records = parsed
+        records = [(f"{path} line {number}", record)
+                   for number, record in read_jsonl(path, what="a questions file in TriviaQA's schema")]
     questions = [Question.from_record(record, where) for where, record in records]
     if not questions:
         raise PbtError(f"{path} holds no questions")

@@ -17,6 +17,7 @@ from typing import Any
 
 from pbt_cli.console import log
 from pbt_cli.data.answers import AGREE, DISAGREE, NONE, is_special, same_answer
+from pbt_cli.data.jsonl import ends_unfinished, read_jsonl
 from pbt_cli.data.questions import Question
 from pbt_cli.errors import PbtError
 
@@ -235,29 +236,18 @@ def read_trees(path: Path) -> Iterator[Tree]:
 
 
 def _read_tree_file(file: Path) -> Iterator[Tree]:
-    text = file.read_text(encoding="utf-8")
     if file.suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(file.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise PbtError(f"{file} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         records = data if isinstance(data, list) else [data]
         for i, record in enumerate(records):
             yield Tree.from_record(record, f"{file} record {i}")
         return
-    lines = text.split("\n")
-    # A file that does not end with a newline has an unfinished last line (a run killed mid-write).
-    last_unfinished = len(lines) if not text.endswith("\n") else None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == last_unfinished:
-                log.warning("%s: the last line is incomplete (an interrupted run?); it is skipped", file)
-                return
-            raise PbtError(f"{file} line {number}: not valid JSON ({exc.msg}); is it a trees file?") from None
+    if ends_unfinished(file):
+        log.warning("%s: the last line is unfinished (an interrupted run?); it is skipped", file)
+    for number, record in read_jsonl(file, what="a trees file", tolerate_unfinished_last_line=True):
         yield Tree.from_record(record, f"{file} line {number}")
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pbt_cli.artifacts import base_manifest, write_json
+from pbt_cli.data.jsonl import read_jsonl, write_jsonl
 from pbt_cli.errors import PbtError
 
 BOOTSTRAP_SAMPLES = 1000
@@ -102,9 +103,7 @@ def write_results(folder: Path, *, eval_name: str, config: Any, metrics: dict[st
     results = base_manifest(f"eval {eval_name}", config)
     results.update(eval=eval_name, metrics=metrics, n=len(samples), seeds=seeds, models=models,
                    settings=eval_settings(config), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
-    with open(folder / "samples.jsonl", "w", encoding="utf-8") as handle:
-        for sample in samples:
-            handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    write_jsonl(folder / "samples.jsonl", samples)
     write_json(folder / "results.json", results)
     return results
 
@@ -114,14 +113,7 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
         path = path / "samples.jsonl"
     if not path.is_file():
         raise PbtError(f"{path} does not exist; give a samples.jsonl written by `pbt eval`")
-    samples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                samples.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise PbtError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-    return samples
+    return [record for _, record in read_jsonl(path, what="a samples file from `pbt eval`")]
 
 
 def format_metric(entry: dict[str, Any]) -> str:

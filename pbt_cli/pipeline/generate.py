@@ -10,7 +10,6 @@ settings is refused unless `--overwrite`.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from pbt_cli.artifacts import base_manifest, check_output_folder, write_json
 from pbt_cli.config import to_plain
+from pbt_cli.data.jsonl import jsonl_writer
 from pbt_cli.data.prompts import PROMPTS_VERSION, prompts_hash
 from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.errors import PbtError
@@ -178,17 +178,15 @@ def run_generate(cfg: GenerateConfig, *, pool: GeneratorPool | None = None,
                               extractor=pool.get(cfg.extractor_spec))
         models = {"A": roles.agents["A"].describe(), "B": roles.agents["B"].describe(),
                   "extractor": roles.extractor.describe()}
-        with open(trees_path, "a", encoding="utf-8") as handle:
+        with jsonl_writer(trees_path, append=True, flush=True) as writer:  # each tree flushed as written
             for wave_start in range(0, len(todo), cfg.trees_per_batch):
                 wave = todo[wave_start: wave_start + cfg.trees_per_batch]
                 trees = expand_trees(wave, roles, settings, models=models, seed_offset=wave_start * settings.max_turns,
                                      progress=progress)
                 for tree in trees:
-                    handle.write(json.dumps(tree.to_record(), ensure_ascii=False) + "\n")
-                    handle.flush()
+                    writer.write(tree.to_record())
                     written += 1
                     turns += len(tree.turns) - 1
-                os.fsync(handle.fileno())
                 progress.advance("trees", len(trees))
     usage = pool.usage()
     seconds = time.perf_counter() - started

@@ -25,6 +25,7 @@ from typing import Any
 from pbt_cli.artifacts import MANIFEST, base_manifest, read_manifest, sha256_file, write_json
 from pbt_cli.config import stable_hash, to_plain
 from pbt_cli.console import log
+from pbt_cli.data.jsonl import write_jsonl
 from pbt_cli.errors import PbtError
 from pbt_cli.models.lora import LoraSpec, adapted_modules, lora_config
 from pbt_cli.models.spec import ModelSpec
@@ -425,9 +426,7 @@ def finish(cfg: TrainConfig, trainer: Any, tokenizer: Any, manifest: dict[str, A
     config["revision"] = cfg.model.revision
     adapter_config.write_text(json.dumps(config, indent=2) + "\n")
     tokenizer.save_pretrained(str(out))
-    with open(out / "log_history.jsonl", "w", encoding="utf-8") as handle:
-        for entry in state.log_history:
-            handle.write(json.dumps(entry) + "\n")
+    write_jsonl(out / "log_history.jsonl", state.log_history)
     evaluations = [e for e in state.log_history if f"eval_{BEST_METRIC}" in e]
     best_relative = os.path.relpath(best, out) if best else None  # e.g. checkpoints/checkpoint-40
     manifest.update(status="complete", best_checkpoint=best_relative, best_metric=state.best_metric,
