@@ -63,18 +63,21 @@ pbt dpo --model $MODEL --adapter $RUN/sft --data $RUN/dpo_data --out $RUN/dpo --
     --eval-max-new-tokens 40
 
 echo "== 6/7 evaluations of the base model and the trained one"
+# The base model reads every answer (--extractor-model), so the two models are scored alike.
 for M in $MODEL $RUN/dpo; do
     if [ "$TEST" -gt 0 ]; then
-        pbt eval flipflop --model $M --data $RUN/dpo_data --split test --max-new-tokens 40 --out $RESULTS
+        pbt eval flipflop --model $M --extractor-model $MODEL --data $RUN/dpo_data --split test \
+            --max-new-tokens 40 --out $RESULTS
     else
         echo "note: the test split has no flipflop pairs; skipping eval flipflop"
     fi
-    pbt eval ays --model $M --questions embedded:validation-easy --limit 24 --max-new-tokens 40 --out $RESULTS
+    pbt eval ays --model $M --extractor-model $MODEL --questions embedded:validation-easy --limit 24 \
+        --max-new-tokens 40 --out $RESULTS
 done
 pbt eval team --model-x $MODEL --model-y $MODEL --questions embedded:validation-easy --limit 16 \
     --max-new-tokens 40 --out $RESULTS
-pbt eval team --model-x $RUN/dpo --model-y $MODEL --questions embedded:validation-easy --limit 16 \
-    --max-new-tokens 40 --out $RESULTS
+pbt eval team --model-x $RUN/dpo --model-y $MODEL --extractor-model $MODEL --questions embedded:validation-easy \
+    --limit 16 --max-new-tokens 40 --out $RESULTS
 
 echo "== 7/7 comparison"
 pbt eval report $RESULTS

@@ -23,11 +23,11 @@ HELP = "Download the released PBT models (or `all`) into the Hugging Face cache 
 def download_models(
     ctx: typer.Context,
     names: Annotated[list[str] | None, typer.Argument(help="Short names (see --list) or `all`.")] = None,
-    list_models: Annotated[bool, typer.Option("--list", help="Print the registry and exit.")] = False,
+    list_models: Annotated[bool, typer.Option("--list/--no-list", help="Print the registry and exit.")] = False,
     local_dir: Annotated[Path | None, typer.Option(
         "--local-dir", help="Download into <local-dir>/<name> instead of the Hugging Face cache.")] = None,
-    revision: o.Revision = None,
-    json_out: o.JsonOut = False,
+    revision: Annotated[str | None, typer.Option("--revision", help="Hub revision (branch, tag or commit).")] = None,
+    json_out: Annotated[bool, typer.Option("--json/--no-json", help="Print what was downloaded as JSON.")] = False,
     config: o.ConfigFile = None,
     dry_run: o.DryRun = False,
 ) -> None:

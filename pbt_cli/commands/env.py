@@ -73,7 +73,7 @@ def _four_bit_check() -> str:
 
 @pbt_command
 def env(ctx: typer.Context,
-        json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False) -> None:
+        json_out: Annotated[bool, typer.Option("--json/--no-json", help="Print JSON instead of a table.")] = False) -> None:
     info = collect_environment()
     if json_out:
         import json

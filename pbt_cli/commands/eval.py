@@ -25,7 +25,8 @@ Out = Annotated[Path, typer.Option("--out", help="Results root: <out>/<eval>/<mo
 ExtractionTokens = Annotated[int, typer.Option("--extraction-max-new-tokens", rich_help_panel=o.SAMPLING,
                                                help="Token budget of each answer extraction.")]
 Questions = Annotated[str, typer.Option(
-    "--questions", help="embedded:validation, trivia_qa:validation, hf:OWNER/NAME[:CONFIG]:SPLIT, or a file.")]
+    "--questions", help="embedded:validation[-easy], trivia_qa:validation (the paper's), "
+    "hf:OWNER/NAME\\[:CONFIG]:SPLIT, or a file.")]
 
 
 def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -> None:

@@ -24,8 +24,9 @@ def generate(
     extractor_model: Annotated[str | None, typer.Option(
         "--extractor-model", help="Model that extracts each turn's answer (default: agent B's).")] = None,
     questions: Annotated[str, typer.Option(
-        "--questions", help="embedded:train|validation, trivia_qa:train|validation, hf:OWNER/NAME[:CONFIG]:SPLIT, "
-                            "or a .jsonl/.json file.")] = "embedded:train",
+        "--questions", help="embedded:train|validation (add -easy for the two easiest levels), "
+                            "trivia_qa:train|validation, hf:OWNER/NAME\\[:CONFIG]:SPLIT, or a .jsonl/.json file.")
+    ] = "embedded:train",
     limit: Annotated[int | None, typer.Option("--limit", help="Use the first N questions after shuffling.")] = None,
     shard_idx: Annotated[int, typer.Option("--shard-idx", help="Which shard of the selection to run (0-based).")] = 0,
     num_shards: Annotated[int, typer.Option("--num-shards", help="Split the selection into this many shards.")] = 1,
@@ -34,7 +35,8 @@ def generate(
                                              help="B opens without seeing A's opening.")] = True,
     split: Annotated[Literal["train", "eval"], typer.Option(
         "--split", help="train: persona branching; eval: standard persona, one path.")] = "train",
-    deterministic: Annotated[bool, typer.Option("--deterministic", help="Greedy decoding for every turn.")] = False,
+    deterministic: Annotated[bool, typer.Option("--deterministic/--no-deterministic",
+                                                help="Greedy decoding for every turn.")] = False,
     temperature: o.Temperature = 0.7,
     top_p: o.TopP = 1.0,
     top_k: o.TopK = 0,

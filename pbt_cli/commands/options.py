@@ -32,32 +32,33 @@ ConfigFile = Annotated[Path | None, typer.Option(
     "--config", help="YAML file of option values (keys as option names); flags on the command line win.",
     rich_help_panel=RUN)]
 DryRun = Annotated[bool, typer.Option(
-    "--dry-run", help="Resolve and check the configuration, print it, and exit without loading any model.",
+    "--dry-run/--no-dry-run", help="Resolve and check the configuration, print it, and exit without loading any model.",
     rich_help_panel=RUN)]
 Overwrite = Annotated[bool, typer.Option(
-    "--overwrite", help="Replace an existing output made with other settings (otherwise refused).",
+    "--overwrite/--no-overwrite", help="Replace an existing output made with other settings (otherwise refused).",
     rich_help_panel=RUN)]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (question order, personas, sampling, splits).",
                                    rich_help_panel=RUN)]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print the results JSON to stdout instead of a table.",
+JsonOut = Annotated[bool, typer.Option("--json/--no-json", help="Print the results JSON to stdout instead of a table.",
                                        rich_help_panel=RUN)]
 
 # --- model loading -------------------------------------------------------------------------------
 Revision = Annotated[str | None, typer.Option(
-    "--revision", help="Hub revision (branch, tag or commit) of --model; `name@revision` works too.")]
+    "--revision", help="Hub revision (branch, tag or commit) of the model; `owner/name@revision` works too.")]
 Adapter = Annotated[str | None, typer.Option(
     "--adapter", help="PEFT adapter (folder or hub id) to load on top of --model.")]
 ChatTemplate = Annotated[Path | None, typer.Option(
     "--chat-template", help="Jinja chat template file that replaces the tokenizer's own.")]
 Dtype = Annotated[Literal["auto", "float32", "bfloat16", "float16"], typer.Option(
-    "--dtype", help="Weight and compute dtype; auto = bfloat16 on GPUs that support it, float32 on CPU.",
+    "--dtype", help="Weight and compute dtype; auto = bfloat16 on GPUs that support it, and for CPU inference on "
+    "CPUs that compute it natively (AVX512-BF16, AMX); float32 otherwise.",
     rich_help_panel=LOADING)]
 DeviceMap = Annotated[Literal["auto", "cpu", "cuda"], typer.Option(
     "--device-map", help="Where weights go; auto spreads over the visible GPUs, or uses the CPU without one.",
     rich_help_panel=LOADING)]
-LoadIn8bit = Annotated[bool, typer.Option("--load-in-8bit", help="Quantize base weights to 8-bit (bitsandbytes).",
+LoadIn8bit = Annotated[bool, typer.Option("--load-in-8bit/--no-load-in-8bit", help="Quantize base weights to 8-bit (bitsandbytes).",
                                           rich_help_panel=LOADING)]
-LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit", help="Quantize base weights to 4-bit (bitsandbytes).",
+LoadIn4bit = Annotated[bool, typer.Option("--load-in-4bit/--no-load-in-4bit", help="Quantize base weights to 4-bit (bitsandbytes).",
                                           rich_help_panel=LOADING)]
 QuantType = Annotated[Literal["nf4", "fp4"], typer.Option("--bnb-4bit-quant-type", help="4-bit data type.",
                                                           rich_help_panel=LOADING)]
@@ -75,7 +76,7 @@ AttnImplementation = Annotated[str | None, typer.Option(
 
 # --- generation backend --------------------------------------------------------------------------
 Backend = Annotated[Literal["transformers", "vllm"], typer.Option(
-    "--backend", help="transformers (batched, KV cache) or vllm (pip install 'pbt_cli[vllm]').",
+    "--backend", help="transformers (batched, KV cache) or vllm (pip install 'pbt_cli\\[vllm]').",
     rich_help_panel=BACKEND)]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="Most conversations in one generate call.",
                                         rich_help_panel=BACKEND)]

@@ -29,7 +29,9 @@ def preprocess(
     mix: Annotated[Literal["balanced", "accept", "resist", "all"], typer.Option(
         "--mix", help="balanced (PBT) | accept-only | resist-only | all pairs.")] = "balanced",
     limit: Annotated[int | None, typer.Option("--limit", help="Cap the training pairs (fair comparisons).")] = None,
-    max_length: Annotated[int, typer.Option("--max-length", help="Drop pairs longer than this (tokens).")] = 1024,
+    max_length: Annotated[int | None, typer.Option(
+        "--max-length", help="Drop pairs longer than this (tokens); default: what training uses, 1024 for sft, "
+        "1000 for dpo.")] = None,
     max_prompt_length: Annotated[int, typer.Option("--max-prompt-length",
                                                    help="Drop pairs whose prompt is longer (tokens).")] = 512,
     show: Annotated[int, typer.Option("--show", help="Print N rendered training examples.")] = 0,
@@ -43,6 +45,8 @@ def preprocess(
 ) -> None:
     spec = ModelSpec.parse(tokenizer, revision=revision, chat_template=chat_template,
                            load=o.load_options_from(ctx.params))
+    if max_length is None:  # the paper's training lengths (SPEC.md 6), so nothing kept is truncated later
+        max_length = 1024 if format == "sft" else 1000
     cfg = PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, format=format, mix=mix, limit=limit,
                            max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, overwrite=overwrite)
     o.check_models(spec, dry_run=dry_run)

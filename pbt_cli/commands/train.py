@@ -64,11 +64,11 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
                                           rich_help_panel=OPTIMIZATION)], "auto"),
     ("max_length", Annotated[int, typer.Option("--max-length", help="Tokens per example (longer: truncated).",
                                                rich_help_panel=OPTIMIZATION)], None),
-    ("beta", Annotated[float, typer.Option("--beta", help="DPO temperature (dpo only).",
+    ("beta", Annotated[float, typer.Option("--beta", help="DPO temperature (dpo only; sft ignores it).",
                                            rich_help_panel=OPTIMIZATION)], 0.1),
     ("reference", Annotated[Literal["base", "sft"], typer.Option(
-        "--reference", help="DPO reference policy: base (the policy with its adapter off, as in the paper) or "
-        "sft (a frozen copy of the --adapter).", rich_help_panel=OPTIMIZATION)], "base"),
+        "--reference", help="dpo only: the reference policy, base (the policy with its adapter off, as in the "
+        "paper) or sft (a frozen copy of the --adapter).", rich_help_panel=OPTIMIZATION)], "base"),
     ("eval_strategy", Annotated[Literal["epoch", "steps", "no"], typer.Option(
         "--eval-strategy", help="When to evaluate (and save a checkpoint with it).", rich_help_panel=EVALUATION)],
      None),

@@ -106,8 +106,8 @@ def _check_name(name: str) -> None:
         if path.is_file() and not name.endswith(".gguf"):
             raise PbtError(f"model path {name} is a file; give a model folder, an adapter folder or a .gguf file")
         if path.is_dir() and not ((path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()):
-            raise PbtError(f"model folder {name} holds neither config.json nor {ADAPTER_CONFIG}; "
-                           "is it the right folder (a training run keeps its adapter in <out>/adapter)?")
+            raise PbtError(f"model folder {name} holds neither config.json nor {ADAPTER_CONFIG}; is it the right "
+                           "folder (a finished `pbt sft`/`pbt dpo` run keeps its adapter at the top of its --out)?")
         return
     if looks_like_path(name):
         raise PbtError(f"model path {name} does not exist; check the path, or give a hub id or short name")
