@@ -37,6 +37,10 @@ def setup_logging(level: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)
     log.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.DEBUG))
+    if not stderr.is_terminal:
+        # progress bars only on a terminal: tqdm (used by the libraries) reads this when first
+        # imported, which is always later than here
+        os.environ.setdefault("TQDM_DISABLE", "1")
     if level <= 0:
         # datasets reads this when first imported (always later than here): no per-map progress bars
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
