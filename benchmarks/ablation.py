@@ -49,7 +49,7 @@ def run_variant(args: argparse.Namespace, name: str, switches: dict[str, Any], w
     pool = GeneratorPool(BackendOptions(batch_size=args.batch_size), preset={spec.cache_key(): generator})
     cfg = GenerateConfig(model_a=spec, model_b=spec, questions=args.questions, limit=args.trees, seed=42,
                          sampling=Sampling(temperature=0.7, top_p=1.0, max_new_tokens=args.max_new_tokens,
-                                           min_new_tokens=8),
+                                           min_new_tokens=args.min_new_tokens),
                          out=workdir / name.replace(" ", "_"), trees_per_batch=args.trees)
     started = time.perf_counter()
     result = run_generate(cfg, pool=pool)
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--questions", default="embedded:train")
     parser.add_argument("--trees", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=80)
+    parser.add_argument("--min-new-tokens", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="which variants to run")
     args = parser.parse_args(argv)

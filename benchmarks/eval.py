@@ -33,19 +33,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     import torch
+    from _common import load_for_benchmark  # this folder: on sys.path when run as a script
 
     from pbt_cli.data.questions import load_questions, select_questions
     from pbt_cli.evals.ays import run_ays_dialogues
     from pbt_cli.models.backends.hf import TransformersGenerator
-    from pbt_cli.models.loading import load_model, load_tokenizer
-    from pbt_cli.models.resolve import resolve
-    from pbt_cli.models.spec import LoadOptions, ModelSpec
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    spec = ModelSpec.parse(args.model, load=LoadOptions(dtype=args.dtype))
-    resolved = resolve(spec)
-    model, tokenizer = load_model(resolved), load_tokenizer(resolved, padding_side="left")
+    spec, model, tokenizer = load_for_benchmark(args.model, args.dtype, args.threads)
     questions = select_questions(load_questions(args.source), limit=args.questions, seed=42)
 
     batched = TransformersGenerator(spec, model=model, tokenizer=tokenizer, batch_size=args.batch_size)

@@ -82,7 +82,9 @@ def prefill_ceiling(model: Any, rows: int, length: int) -> float:
     """Tokens/s of one large forward pass: what the hardware does with no generation overhead."""
     import torch
 
-    ids = torch.randint(100, 5000, (rows, length))
+    # ordinary token ids, clear of the specials at the start of most vocabularies
+    vocab = model.get_input_embeddings().num_embeddings
+    ids = torch.randint(min(100, vocab // 2), min(5000, vocab), (rows, length))
     with torch.inference_mode():
         model(ids[:2, :16])  # warm up
         started = time.perf_counter()
@@ -106,21 +108,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
 
     import torch
+    from _common import load_for_benchmark  # this folder: on sys.path when run as a script
 
     from pbt_cli.data.questions import load_questions, select_questions
     from pbt_cli.models.backends import BackendOptions, GeneratorPool
     from pbt_cli.models.backends.base import Sampling
     from pbt_cli.models.backends.hf import TransformersGenerator
-    from pbt_cli.models.loading import load_model, load_tokenizer
-    from pbt_cli.models.resolve import resolve
-    from pbt_cli.models.spec import LoadOptions, ModelSpec
     from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    spec = ModelSpec.parse(args.model, load=LoadOptions(dtype=args.dtype))
-    resolved = resolve(spec)
-    model, tokenizer = load_model(resolved), load_tokenizer(resolved, padding_side="left")
+    spec, model, tokenizer = load_for_benchmark(args.model, args.dtype, args.threads)
     sampling = Sampling(temperature=0.7, top_p=1.0, max_new_tokens=args.max_new_tokens,
                         min_new_tokens=args.min_new_tokens)
     workdir = Path(tempfile.mkdtemp(prefix="pbt-bench-"))
