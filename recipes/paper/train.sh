@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # SFT then DPO for the 7-8B models, for PBT (balanced) and the accept-only / resist-only
-# baselines, three seeds each, with the paper's settings (SPEC.md section 6): LoRA r 16, alpha 32,
+# baselines, three seeds each, with the paper's settings: LoRA r 16, alpha 32,
 # dropout 0.05, base in 8-bit, lr 5e-4 cosine with 100 warm-up steps; SFT 240 steps at 8 x 10;
 # DPO 5 epochs at 7 x 5 with beta 0.1, the best epoch kept by flipflop accuracy on valid.
 #

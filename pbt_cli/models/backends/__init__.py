@@ -47,13 +47,17 @@ class BackendOptions:
             raise PbtError(f"--max-batch-tokens must be positive, got {self.max_batch_tokens}")
 
 
+# the extra's name on an installed pbt_cli; in a clone, `pip install -e '.[vllm]'` is the same thing
+VLLM_MISSING = "the vllm backend needs vLLM: pip install 'pbt_cli[vllm]' (in a clone: pip install -e '.[vllm]')"
+
+
 def _backend_class(name: str) -> Any:
     module_name, _, class_name = BACKENDS[name].partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         if name == "vllm":
-            raise PbtError("the vllm backend needs vLLM: pip install 'pbt_cli[vllm]'") from None
+            raise PbtError(VLLM_MISSING) from None
         raise PbtError(f"the {name} backend cannot be imported ({exc})") from None
     return getattr(module, class_name)
 

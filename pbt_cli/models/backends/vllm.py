@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pbt_cli.errors import PbtError
+from pbt_cli.models.backends import VLLM_MISSING
 from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, ends_with_prefill, read_template_file, template_hash
 from pbt_cli.models.resolve import ADAPTER_CONFIG, ResolvedModel, resolve
@@ -35,7 +36,7 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError:
-        raise PbtError("the vllm backend needs vLLM: pip install 'pbt_cli[vllm]'") from None
+        raise PbtError(VLLM_MISSING) from None
     return vllm
 
 
