@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole PBT pipeline on the demo model and the embedded questions, on a laptop CPU.
 #
-#   bash recipes/demo.sh [RUN_DIR]          # default RUN_DIR=runs/demo; ~15 min on 2 CPU cores, install included
+#   bash recipes/demo.sh [RUN_DIR]          # default RUN_DIR=runs/demo; ~14 min on 2 CPU cores
 #
 # Every step is a `pbt` command you can type yourself. Running the script again resumes or reuses
 # finished stages instead of redoing them. SmolLM2-135M is weak: the numbers show that the plumbing
