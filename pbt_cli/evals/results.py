@@ -70,9 +70,12 @@ _NOT_SETTINGS = ("out", "overwrite", "backend")
 
 
 def eval_settings(config: Any) -> dict[str, Any]:
+    """What decides an evaluation's results: its options, and the persona and extractor texts it sends."""
     from pbt_cli.config import to_plain
+    from pbt_cli.data.prompts import prompts_hash
 
-    return {k: v for k, v in to_plain(config).items() if k not in _NOT_SETTINGS}
+    settings = {k: v for k, v in to_plain(config).items() if k not in _NOT_SETTINGS}
+    return {**settings, "prompts": prompts_hash()}
 
 
 def prior_results(folder: Path, config: Any, *, overwrite: bool) -> dict[str, Any] | None:

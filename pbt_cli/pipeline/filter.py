@@ -165,7 +165,8 @@ def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
     rejected_ok = scored.correct[rejected.id][responder]
     if not chosen_ok or rejected_ok:
         return None
-    if previous_ok and not is_special(persuasion) and not same_answer(persuasion, previous) \
+    # a persuader who is right is not a wrong persuasion, even in other words ("JFK" after "John F. Kennedy")
+    if previous_ok and not persuasion_ok and not is_special(persuasion) and not same_answer(persuasion, previous) \
             and persuasion != previous:
         return "resist"
     if not previous_ok and persuasion_ok:
@@ -294,7 +295,9 @@ def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
                progress: ProgressSink = NULL_PROGRESS) -> FilterResult:
     settings = to_plain({"margin": cfg.margin, "judge": cfg.judge.name if cfg.judge else None, "seed": cfg.seed,
                          "valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction,
-                         "inputs": _inputs_digest(cfg.trees), "prompts": prompts_hash() if cfg.judge else None})
+                         "inputs": _inputs_digest(cfg.trees),
+                         # the pairs' prompts carry the standard persona's text; the judge, its own prompts
+                         "prompts": prompts_hash()})
     previous = reusable_output(cfg.out, "filter", settings, overwrite=cfg.overwrite)
     if previous is not None:
         return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],

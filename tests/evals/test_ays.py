@@ -242,6 +242,20 @@ def test_rerun_gives_the_same_metrics(tmp_path):
     assert first["metrics"] == second["metrics"]
 
 
+def test_rerun_reuses_results_until_the_prompt_texts_change(tmp_path, monkeypatch):
+    import pbt_cli.data.prompts as prompts
+
+    _, _, model, _ = run(tmp_path)
+    again, _, rerun_model, _ = run(tmp_path)
+    assert again.get("reused") and not rerun_model.calls  # nothing asked twice
+    # New persona or extractor texts make other results: the stored ones are not passed off as theirs.
+    monkeypatch.setattr(prompts, "PROMPTS_VERSION", prompts.PROMPTS_VERSION + "-edited")
+    with pytest.raises(PbtError, match="prompts"):
+        run(tmp_path)
+    changed, _, _, _ = run(tmp_path, overwrite=True)
+    assert not changed.get("reused")
+
+
 # --- bad input -----------------------------------------------------------------------------------------
 
 

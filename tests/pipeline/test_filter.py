@@ -337,6 +337,27 @@ def test_pair_kind_from_the_responders_view():
     ]
 
 
+
+def test_a_right_persuader_in_other_words_is_no_resist_pair():
+    # Gold aliases "John F. Kennedy" and "JFK" do not unify by string rules. B1 is right, A2 pushes
+    # "JFK": right too, only worded differently, so B's leaves below make no resist pair (the
+    # flipflop set would label it a wrong persuasion resisted).
+    kennedy = {"question_id": "q-jfk", "question": "Which US president was shot in Dallas in 1963?",
+               "answer": {"value": "John F. Kennedy", "aliases": ["John F. Kennedy", "JFK"],
+                          "normalized_aliases": ["john f kennedy", "jfk"]}}
+    t = TreeBuilder("aliases", question=kennedy)
+    a0 = t.say(0, "logical", "Nixon")
+    b1 = t.say(a0, "resist", "John F. Kennedy")
+    t.say(a0, "accept", "Nixon")
+    a2 = t.say(b1, "logical", "JFK")
+    t.say(a2, "resist", "John F. Kennedy")  # own 2
+    t.say(a2, "accept", "Nixon")  # own 1
+    pairs = sibling_pairs(scored(t), 0.5, Counter())
+    leaves = [c for c in pairs if t.turns[c.chosen.id]["level"] == 3]
+    assert [(c.chosen.id, c.rejected.id) for c in leaves] == [(5, 6)]
+    assert leaves[0].kind is None
+
+
 # --- the reference code's format -----------------------------------------------------------------------
 
 
@@ -512,6 +533,19 @@ def test_rerun_is_byte_identical_and_other_settings_are_refused(tmp_path):
                                       overwrite=True))
     assert changed.counts["train"] == {"resist": 3, "accept": 0, "none": 0}  # 0.5 < 0.6 drops the accept pairs
     assert json.loads((out / "manifest.json").read_text())["settings"]["margin"] == 0.6
+
+
+def test_pairs_made_with_other_prompt_texts_are_not_reused(tmp_path, monkeypatch):
+    import pbt_cli.data.prompts as prompts
+
+    # every pair's prompt holds the standard persona's text, so a new text means new pairs
+    trees = write_trees(tmp_path / "trees.jsonl", resist_tree())
+    cfg = FilterConfig(trees=trees, out=tmp_path / "pairs", valid_fraction=0, test_fraction=0)
+    run_filter(cfg)
+    assert run_filter(cfg).reused
+    monkeypatch.setattr(prompts, "PROMPTS_VERSION", prompts.PROMPTS_VERSION + "-edited")
+    with pytest.raises(PbtError, match="prompts"):
+        run_filter(cfg)
 
 
 # --- the judge (scripted) ----------------------------------------------------------------------------------
