@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-stderr = Console(stderr=True)
-stdout = Console()
+# soft_wrap: a line of text stays one line (a terminal folds it for the eye; a log file or a grep sees it
+# whole); tables and other renderables still fit the width
+stderr = Console(stderr=True, soft_wrap=True)
+stdout = Console(soft_wrap=True)
 
 log = logging.getLogger("pbt")
 

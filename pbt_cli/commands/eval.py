@@ -157,6 +157,10 @@ def team(
 
     dry_run = bool(shared["dry_run"])
     if rescore is not None:
+        o.check_input(rescore, "--rescore", dry_run=dry_run)
+        if dry_run:
+            o.print_dry_run("pbt eval team --rescore", {"rescore": rescore, "json": json_out})
+            return
         metrics = team_eval.rescore(rescore)
         _render({"metrics": metrics}, rescore if rescore.is_dir() else rescore.parent, json_out,
                 f"team (rescored from {rescore})")

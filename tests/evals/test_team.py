@@ -364,3 +364,11 @@ def test_cli_team_with_the_demo_model(capsys, tmp_path):
     for sample in samples:
         assert 1 <= len(sample["turns"]) <= 2
     assert rescore(folder) == stored["metrics"]
+
+
+def test_rescore_dry_run_reads_nothing(capsys, tmp_path):
+    # a recipe's dry run meets a run that is not there yet: a note, and nothing is scored
+    result = run_cli(capsys, "eval", "team", "--rescore", str(tmp_path / "later"), "--dry-run")
+    assert result.exit_code == 0
+    assert "does not exist yet" in result.stderr and "team_accuracy" not in result.stdout
+    assert run_cli(capsys, "eval", "team", "--rescore", str(tmp_path / "later")).exit_code == 2
