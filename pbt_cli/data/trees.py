@@ -189,6 +189,18 @@ def resolve_step(parent_state: dict[str, str], speaker: str, extracted: str | No
     return state
 
 
+def answer_as_heard(extracted: str | None, *, blind: bool) -> str | None:
+    """A turn that saw no answer of the other agent (B's opening under both-first) can neither agree
+    nor disagree with it: its AGREE or DISAGREE is no answer, and it does not end the branch."""
+    if blind and (extracted or "").strip().upper() in (AGREE, DISAGREE):
+        return NONE
+    return extracted
+
+
+def is_blind_opening(level: int, both_first: bool) -> bool:
+    return both_first and level == 1
+
+
 def resolve_answers(tree: Tree) -> dict[int, dict[str, str]]:
     """Resolved answers of both agents at every turn (the root: both NONE)."""
     by_id = {t.id: t for t in tree.turns}
@@ -196,7 +208,8 @@ def resolve_answers(tree: Tree) -> dict[int, dict[str, str]]:
 
     def visit(turn: Turn, state: dict[str, str]) -> None:
         if not turn.is_root:
-            state = resolve_step(state, turn.agent, turn.answer.get(turn.agent))
+            heard = answer_as_heard(turn.answer.get(turn.agent), blind=is_blind_opening(turn.level, tree.both_first))
+            state = resolve_step(state, turn.agent, heard)
         resolved[turn.id] = state
         for child in turn.children:
             visit(by_id[child], state)

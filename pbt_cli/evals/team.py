@@ -18,7 +18,7 @@ from typing import Any
 
 from pbt_cli.data.answers import NONE, is_correct, same_answer
 from pbt_cli.data.questions import load_questions, select_questions
-from pbt_cli.data.trees import resolve_step
+from pbt_cli.data.trees import answer_as_heard, is_blind_opening, resolve_step
 from pbt_cli.errors import PbtError
 from pbt_cli.evals.results import metric, paired_difference, prior_results, results_folder, write_results
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
@@ -69,6 +69,7 @@ def dialogue_samples(trees: Sequence[Any], order: str) -> list[dict[str, Any]]:
         turns = sorted((t for t in tree.turns if not t.is_root), key=lambda t: t.level)
         samples.append({
             "order": order, "question_id": tree.question.question_id, "question": tree.question.question,
+            "both_first": tree.both_first,
             "gold_aliases": list(tree.question.normalized_aliases), "roles": roles,
             "turns": [{"level": t.level, "agent": t.agent, "model": roles[t.agent], "text": t.text,
                        "extracted": t.answer.get(t.agent), "raw_extraction": t.raw_extraction} for t in turns],
@@ -80,8 +81,10 @@ def score_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """First and final answers of x and y, their correctness, team correctness and agreement."""
     state = {"A": NONE, "B": NONE}
     first: dict[str, str] = {}
+    both_first = sample.get("both_first", True)
     for turn in sample["turns"]:
-        state = resolve_step(state, turn["agent"], turn["extracted"])
+        heard = answer_as_heard(turn["extracted"], blind=is_blind_opening(turn["level"], both_first))
+        state = resolve_step(state, turn["agent"], heard)
         first.setdefault(turn["model"], state[turn["agent"]])
     roles = sample["roles"]
     final = {roles[agent]: state[agent] for agent in ("A", "B")}

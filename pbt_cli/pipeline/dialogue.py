@@ -24,7 +24,16 @@ from pbt_cli.data.prompts import (
     question_prompt,
 )
 from pbt_cli.data.questions import Question
-from pbt_cli.data.trees import Tree, Turn, agent_at_level, agents_agree, other_agent, resolve_step
+from pbt_cli.data.trees import (
+    Tree,
+    Turn,
+    agent_at_level,
+    agents_agree,
+    answer_as_heard,
+    is_blind_opening,
+    other_agent,
+    resolve_step,
+)
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.chat import Conversation
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
@@ -158,8 +167,9 @@ def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: 
                         text=text, answer=answer, raw_extraction=raw, messages_seen_hash=conversation_hash(view))
             tree.turns.append(turn)
             branch.parent.children.append(turn.id)
-            state = resolve_step(branch.state, speaker, extracted)
-            if level + 1 < settings.max_turns and not agents_agree(state, extracted):
+            heard = answer_as_heard(extracted, blind=is_blind_opening(level, settings.both_first))
+            state = resolve_step(branch.state, speaker, heard)
+            if level + 1 < settings.max_turns and not agents_agree(state, heard):
                 next_frontier.append(_Open(tree=tree, parent=turn, state=state))
         frontier = next_frontier
     return trees

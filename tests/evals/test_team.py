@@ -258,6 +258,17 @@ def test_rescore_from_the_turns_alone(tmp_path):
     assert score_sample(stripped[0])["team_correct"] in (0.0, 0.5, 1.0)
 
 
+@pytest.mark.parametrize(("both_first", "y_first"), [(True, "NONE"), (False, "Paris")])
+def test_y_agreeing_in_a_blind_opening_has_no_first_answer(both_first, y_first):
+    # y speaks second; under both-first it did not see x's Paris, so its AGREE is no answer of its own
+    sample = {"roles": {"A": "x", "B": "y"}, "gold_aliases": ["paris"], "both_first": both_first,
+              "turns": [{"level": 0, "agent": "A", "model": "x", "extracted": "Paris"},
+                        {"level": 1, "agent": "B", "model": "y", "extracted": "AGREE"}]}
+    scores = score_sample(sample)
+    assert scores["first"] == {"x": "Paris", "y": y_first}
+    assert scores["correct_final"]["y"] is (not both_first)
+
+
 def test_cli_rescore_prints_the_stored_metrics(capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("COLUMNS", "120")  # the table's width does not depend on the terminal running the tests
     _, folder, _ = run(tmp_path)

@@ -208,7 +208,7 @@ def test_agree_takes_the_other_answer_and_disagree_keeps_ones_own():
     t = TreeBuilder("tokens")
     a0 = t.say(0, "logical", "London")
     b1 = t.say(a0, "resist", "Paris")
-    t.say(a0, "accept", "AGREE")  # B takes A's current London
+    t.say(a0, "accept", "AGREE")  # B's opening did not see A's: no answer (see the test below)
     a2 = t.say(b1, "logical", "DISAGREE")  # A keeps its previous London
     t.say(a2, "accept", "AGREE")  # B takes A's (resolved) London
     t.say(a2, "resist", "DISAGREE")  # B keeps its previous Paris
@@ -217,12 +217,24 @@ def test_agree_takes_the_other_answer_and_disagree_keeps_ones_own():
     resolved = resolve_answers(t.tree())
     assert resolved[0] == {"A": "NONE", "B": "NONE"}
     assert resolved[1] == {"A": "London", "B": "NONE"}
-    assert resolved[3] == {"A": "London", "B": "London"}
+    assert resolved[3] == {"A": "London", "B": "NONE"}
     assert resolved[4] == {"A": "London", "B": "Paris"}
     assert resolved[5] == {"A": "London", "B": "London"}
     assert resolved[6] == {"A": "London", "B": "Paris"}
     assert resolved[7] == {"A": "Paris", "B": "Paris"}
     assert resolved[8] == {"A": "Paris", "B": "NONE"}
+
+
+@pytest.mark.parametrize("both_first", [True, False])
+def test_b_opening_agrees_only_with_what_it_saw(both_first):
+    # Under both-first B opens without seeing A0, so its AGREE / DISAGREE cannot be about A's answer.
+    t = TreeBuilder("opening-tokens", both_first=both_first)
+    a0 = t.say(0, "logical", "London")
+    t.say(a0, "resist", "AGREE")
+    t.say(a0, "accept", "DISAGREE")
+    resolved = resolve_answers(t.tree())
+    assert resolved[2] == {"A": "London", "B": "NONE" if both_first else "London"}
+    assert resolved[3] == {"A": "London", "B": "NONE"}  # DISAGREE keeps B's previous answer: none
 
 
 def test_disagree_at_the_leaves_scores_like_repeating_the_previous_answer(tmp_path):
@@ -281,7 +293,7 @@ def test_both_fully_correct_siblings_are_skipped():
     t = TreeBuilder("both-right")
     a0 = t.say(0, "logical", "Paris")
     t.say(a0, "resist", "Paris.")
-    t.say(a0, "accept", "AGREE")
+    t.say(a0, "accept", "the city of Paris")
     removed: Counter = Counter()
     assert sibling_pairs(scored(t), 0.0, removed) == []  # even with margin 0
     assert removed == Counter(sibling_pairs_considered=1, both_fully_correct=1)

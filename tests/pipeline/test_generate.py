@@ -195,8 +195,9 @@ def test_matching_independent_answers_stop_the_tree_after_b_opens(tmp_path):
 
 
 def test_an_extracted_agree_stops_only_its_branch(tmp_path):
-    # B accept says AGREE (stops); B resist keeps London (goes on to 3 A turns, then 6 B turns).
-    run = generate(tmp_path, fixed("Paris"), by_persona({"accept": "AGREE"}, default="London"))
+    # Without both-first B's opening sees A's Paris: B accept's AGREE stops that branch; B resist
+    # keeps London (goes on to 3 A turns, then 6 B turns).
+    run = generate(tmp_path, fixed("Paris"), by_persona({"accept": "AGREE"}, default="London"), both_first=False)
     record = run.records[0]
     turns = by_id(record)
     level1 = [turns[c] for c in turns[1]["children"]]
@@ -204,6 +205,15 @@ def test_an_extracted_agree_stops_only_its_branch(tmp_path):
     assert level1[1]["answer"]["B"] == "AGREE" and level1[1]["children"] == []
     assert len(level1[0]["children"]) == 3
     assert Counter(t["level"] for t in dialogue(record)) == {0: 1, 1: 2, 2: 3, 3: 6}
+
+
+def test_an_agree_in_bs_blind_opening_is_no_agreement(tmp_path):
+    # With both-first B opens without seeing A: its AGREE is no answer and the branch goes on.
+    run = generate(tmp_path, fixed("Paris"), by_persona({"accept": "AGREE"}, default="London"))
+    record = run.records[0]
+    level1 = [by_id(record)[c] for c in by_id(record)[1]["children"]]
+    assert level1[1]["answer"]["B"] == "AGREE" and len(level1[1]["children"]) == 3  # stored raw, not obeyed
+    assert Counter(t["level"] for t in dialogue(record)) == {0: 1, 1: 2, 2: 6, 3: 12}
 
 
 def test_agent_coming_round_to_the_others_answer_stops_that_branch(tmp_path):
@@ -328,7 +338,7 @@ def test_answers_are_keyed_by_agent_and_carried_from_the_parent(tmp_path):
     assert accept_after_logical["answer"] == {"A": "DISAGREE", "B": "AGREE"}
 
     resolved = resolve_answers(Tree.from_record(record, "test"))
-    assert resolved[b_accept["id"]] == {"A": "Paris", "B": "Paris"}  # AGREE takes A's answer
+    assert resolved[b_accept["id"]] == {"A": "Paris", "B": "NONE"}  # a blind opening agrees with nothing
     assert resolved[a_logical["id"]] == {"A": "Paris", "B": "London"}  # DISAGREE keeps A's previous answer
     assert resolved[accept_after_logical["id"]] == {"A": "Paris", "B": "Paris"}
     assert resolved[a_emotional["id"]] == {"A": "Rome", "B": "London"}
