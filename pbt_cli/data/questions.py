@@ -26,7 +26,7 @@ from typing import Any
 
 from pbt_cli.data.answers import is_correct, normalize_answer
 from pbt_cli.data.jsonl import read_jsonl
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least
 
 EMBEDDED_SPLITS = ("train", "validation", "train-easy", "validation-easy")
 EASY_DIFFICULTY = 2  # of 1..5: the levels the "-easy" embedded splits keep
@@ -125,12 +125,10 @@ def check_source(source: str) -> None:
 
 def select_questions(questions: Sequence[Question], *, limit: int | None = None, seed: int = 42,
                      shard_idx: int = 0, num_shards: int = 1) -> list[Question]:
-    if num_shards < 1:
-        raise PbtError(f"--num-shards must be at least 1, got {num_shards}")
+    require_at_least("--num-shards", num_shards)
     if not 0 <= shard_idx < num_shards:
         raise PbtError(f"--shard-idx {shard_idx} is out of range for --num-shards {num_shards} (0..{num_shards - 1})")
-    if limit is not None and limit < 1:
-        raise PbtError(f"--limit must be at least 1, got {limit}")
+    require_at_least("--limit", limit)
     order = list(questions)
     random.Random(seed).shuffle(order)
     if limit is not None:

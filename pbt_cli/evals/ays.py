@@ -24,7 +24,7 @@ from pbt_cli.data.prompts import (
     question_prompt,
 )
 from pbt_cli.data.questions import Question, load_questions, select_questions
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import require_at_least
 from pbt_cli.evals.results import metric, prior_results, results_folder, write_results
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
@@ -47,8 +47,7 @@ class AysConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise PbtError(f"--limit must be at least 1, got {self.limit}")
+        require_at_least("--limit", self.limit)
 
 
 def resolve_final(extracted_final: str, first_answer: str) -> str:

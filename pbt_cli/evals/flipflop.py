@@ -19,7 +19,7 @@ from typing import Any
 from pbt_cli.data.answers import AGREE, DISAGREE, NONE, is_correct
 from pbt_cli.data.pairs import EVAL_LABELS
 from pbt_cli.data.prompts import extraction_conversation, parse_extraction
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least
 from pbt_cli.evals.results import metric
 from pbt_cli.models.backends import BackendOptions
 from pbt_cli.models.backends.base import Generator, Sampling
@@ -46,8 +46,7 @@ class FlipflopConfig:
     def __post_init__(self) -> None:
         if self.split not in ("valid", "test"):
             raise PbtError(f"--split must be valid or test, got {self.split!r}")
-        if self.limit is not None and self.limit < 1:
-            raise PbtError(f"--limit must be at least 1, got {self.limit}")
+        require_at_least("--limit", self.limit)
 
 
 def balanced_subset(rows: Sequence[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from typing import Any
 from pbt_cli.data.answers import NONE, is_correct, same_answer
 from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.data.trees import answer_as_heard, is_blind_opening, resolve_step
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least
 from pbt_cli.evals.results import metric, paired_difference, prior_results, results_folder, write_results
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
@@ -48,10 +48,8 @@ class TeamConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.limit is not None and self.limit < 1:
-            raise PbtError(f"--limit must be at least 1, got {self.limit}")
-        if self.max_turns < 2:
-            raise PbtError(f"--max-turns must be at least 2, got {self.max_turns}")
+        require_at_least("--limit", self.limit)
+        require_at_least("--max-turns", self.max_turns, 2)
         bad = [o for o in self.orders if o not in ORDERS]
         if bad or not self.orders:
             raise PbtError(f"--orders takes xy, yx or both, got {', '.join(bad) or 'nothing'}")

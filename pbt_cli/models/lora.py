@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least
 
 # Attention and MLP projections across the common decoder families (Llama/Mistral/Qwen/Gemma,
 # GPT-NeoX/Falcon fused qkv, GPT-2 style c_attn/c_proj/c_fc, Phi's dense layers).
@@ -30,8 +30,7 @@ class LoraSpec:
     target_modules: tuple[str, ...] | None = None  # None: every projection the model has
 
     def __post_init__(self) -> None:
-        if self.r < 1:
-            raise PbtError(f"--lora-r must be at least 1, got {self.r}")
+        require_at_least("--lora-r", self.r)
         if not 0 <= self.lora_dropout < 1:
             raise PbtError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
 

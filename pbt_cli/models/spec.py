@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_one_of
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_MAPS = ("auto", "cpu", "cuda")
@@ -26,10 +26,8 @@ class QuantizationSpec:
     def __post_init__(self) -> None:
         if self.load_in_8bit and self.load_in_4bit:
             raise PbtError("--load-in-8bit and --load-in-4bit are exclusive; choose one")
-        if self.bnb_4bit_quant_type not in QUANT_TYPES:
-            raise PbtError(f"--bnb-4bit-quant-type must be one of {', '.join(QUANT_TYPES)}, got {self.bnb_4bit_quant_type!r}")
-        if self.bnb_4bit_compute_dtype not in DTYPES:
-            raise PbtError(f"--bnb-4bit-compute-dtype must be one of {', '.join(DTYPES)}, got {self.bnb_4bit_compute_dtype!r}")
+        require_one_of("--bnb-4bit-quant-type", self.bnb_4bit_quant_type, QUANT_TYPES)
+        require_one_of("--bnb-4bit-compute-dtype", self.bnb_4bit_compute_dtype, DTYPES)
 
     @property
     def enabled(self) -> bool:
@@ -55,10 +53,8 @@ class LoadOptions:
     attn_implementation: str | None = None
 
     def __post_init__(self) -> None:
-        if self.dtype not in DTYPES:
-            raise PbtError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if self.device_map not in DEVICE_MAPS:
-            raise PbtError(f"--device-map must be one of {', '.join(DEVICE_MAPS)}, got {self.device_map!r}")
+        require_one_of("--dtype", self.dtype, DTYPES)
+        require_one_of("--device-map", self.device_map, DEVICE_MAPS)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pbt_cli.config import to_plain
 from pbt_cli.data.jsonl import jsonl_writer
 from pbt_cli.data.prompts import PROMPTS_VERSION, prompts_hash
 from pbt_cli.data.questions import load_questions, select_questions
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Sampling
 from pbt_cli.models.spec import ModelSpec
@@ -51,12 +51,9 @@ class GenerateConfig:
     backend: BackendOptions = field(default_factory=BackendOptions)
 
     def __post_init__(self) -> None:
-        if self.max_turns < 2:
-            raise PbtError(f"--max-turns must be at least 2 (one turn per agent), got {self.max_turns}")
-        if self.split not in SPLITS:
-            raise PbtError(f"--split must be one of {', '.join(SPLITS)}, got {self.split!r}")
-        if self.trees_per_batch < 1:
-            raise PbtError(f"--trees-per-batch must be at least 1, got {self.trees_per_batch}")
+        require_at_least("--max-turns", self.max_turns, 2, why=" (one turn per agent)")
+        require_one_of("--split", self.split, SPLITS)
+        require_at_least("--trees-per-batch", self.trees_per_batch)
         if not 0 <= self.shard_idx < max(self.num_shards, 1):
             raise PbtError(f"--shard-idx {self.shard_idx} is out of range for --num-shards {self.num_shards} "
                            f"(0..{self.num_shards - 1})")

@@ -33,7 +33,7 @@ from pbt_cli.artifacts import (
 )
 from pbt_cli.config import to_plain
 from pbt_cli.data.pairs import EVAL_LABELS, KINDS, PreferencePair, read_pairs
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.chat import encode, leading_bos_count, render, require_chat_template, template_hash
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.pipeline.filter import pairs_manifest_hash
@@ -57,12 +57,9 @@ class PreprocessConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise PbtError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
-        if self.mix not in MIXES:
-            raise PbtError(f"--mix must be one of {', '.join(MIXES)}, got {self.mix!r}")
-        if self.limit is not None and self.limit < 1:
-            raise PbtError(f"--limit must be at least 1, got {self.limit}")
+        require_one_of("--format", self.format, FORMATS)
+        require_one_of("--mix", self.mix, MIXES)
+        require_at_least("--limit", self.limit)
         if self.max_prompt_length > self.max_length:
             raise PbtError("--max-prompt-length is longer than --max-length")
 

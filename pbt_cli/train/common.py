@@ -26,7 +26,7 @@ from pbt_cli.artifacts import MANIFEST, base_manifest, read_manifest, sha256_fil
 from pbt_cli.config import stable_hash, to_plain
 from pbt_cli.console import log
 from pbt_cli.data.jsonl import write_jsonl
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.lora import LoraSpec, adapted_modules, lora_config
 from pbt_cli.models.spec import ModelSpec
 
@@ -73,18 +73,15 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.stage not in ("sft", "dpo"):
             raise ValueError(self.stage)
-        if self.eval_strategy not in EVAL_STRATEGIES:
-            raise PbtError(f"--eval-strategy must be one of {', '.join(EVAL_STRATEGIES)}, got {self.eval_strategy!r}")
+        require_one_of("--eval-strategy", self.eval_strategy, EVAL_STRATEGIES)
         if self.reference not in ("base", "sft"):
             raise PbtError(f"--reference must be base or sft, got {self.reference!r}")
-        if self.report_to not in REPORT_TO:
-            raise PbtError(f"--report-to must be one of {', '.join(REPORT_TO)}, got {self.report_to!r}")
+        require_one_of("--report-to", self.report_to, REPORT_TO)
         if self.resume not in RESUME_MODES and not Path(self.resume).is_dir():
             raise PbtError(f"--resume takes auto, never or a checkpoint folder; {self.resume!r} is none of them")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "save_steps", "eval_steps",
                      "logging_steps"):
-            if getattr(self, name) < 1:
-                raise PbtError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+            require_at_least(f"--{name.replace('_', '-')}", getattr(self, name))
         if self.max_steps < 1 and self.num_train_epochs <= 0:
             raise PbtError("set --max-steps or a positive --num-train-epochs")
 

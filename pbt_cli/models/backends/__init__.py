@@ -11,7 +11,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from pbt_cli.errors import PbtError, did_you_mean
+from pbt_cli.errors import PbtError, did_you_mean, require_at_least
 from pbt_cli.models.backends.base import GenerationUsage, Generator, Sampling
 from pbt_cli.models.spec import ModelSpec
 
@@ -41,10 +41,8 @@ class BackendOptions:
             raise PbtError(f"unknown backend {self.backend!r}{did_you_mean(self.backend, BACKENDS)}; "
                            f"known: {', '.join(BACKENDS)}")
         object.__setattr__(self, "backend", name)
-        if self.batch_size < 1:
-            raise PbtError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_batch_tokens is not None and self.max_batch_tokens < 1:
-            raise PbtError(f"--max-batch-tokens must be positive, got {self.max_batch_tokens}")
+        require_at_least("--batch-size", self.batch_size)
+        require_at_least("--max-batch-tokens", self.max_batch_tokens)
 
 
 # the extra's name on an installed pbt_cli; in a clone, `pip install -e '.[vllm]'` is the same thing
