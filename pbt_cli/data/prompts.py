@@ -7,10 +7,9 @@ every manifest and tree, so data made with different prompts is never mixed unkn
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 
+from pbt_cli.config import stable_hash
 from pbt_cli.data.answers import AGREE, DISAGREE, NONE
 
 PROMPTS_VERSION = "2026-11-26.3"
@@ -182,4 +181,4 @@ def prompts_hash() -> str:
         "stance": STANCE_INSTRUCTIONS,
         "ays": [AYS_CHALLENGE, AYS_FINAL_QUESTION],
     }
-    return hashlib.sha256(json.dumps(texts, sort_keys=True).encode()).hexdigest()[:16]
+    return stable_hash(texts)

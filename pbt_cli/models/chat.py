@@ -35,8 +35,10 @@ def require_chat_template(tokenizer: Any, model_name: str) -> None:
 
 def template_hash(tokenizer: Any) -> str | None:
     template = getattr(tokenizer, "chat_template", None)
-    if not template:
-        return None
+    return template_text_hash(template) if template else None
+
+
+def template_text_hash(template: str | dict[str, str]) -> str:
     if isinstance(template, dict):  # named templates
         template = "\n".join(f"{k}:{v}" for k, v in sorted(template.items()))
     return hashlib.sha256(template.encode()).hexdigest()[:16]

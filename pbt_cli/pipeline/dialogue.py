@@ -7,13 +7,12 @@ extractor in one more call (SPEC.md 3).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pbt_cli.config import stable_hash
 from pbt_cli.data.prompts import (
     EVAL_PERSONA,
     OPENING_PERSONAS,
@@ -86,7 +85,7 @@ def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, 
 
 
 def conversation_hash(conversation: Conversation) -> str:
-    return hashlib.sha256(json.dumps(conversation, sort_keys=True).encode()).hexdigest()[:16]
+    return stable_hash(conversation)
 
 
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*")

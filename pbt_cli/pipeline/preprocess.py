@@ -16,8 +16,6 @@ cut to equal counts.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +29,7 @@ from pbt_cli.artifacts import (
     staged_folder,
     write_json,
 )
-from pbt_cli.config import to_plain
+from pbt_cli.config import stable_hash, to_plain
 from pbt_cli.data.pairs import EVAL_LABELS, KINDS, PreferencePair, read_pairs
 from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.chat import encode, leading_bos_count, render, require_chat_template, template_hash
@@ -188,8 +186,7 @@ def _dataset(rows: list[dict[str, Any]], template_row: dict[str, Any]) -> Any:
         dataset = datasets.Dataset.from_list(rows)
     else:  # an empty split keeps the columns of the others
         dataset = datasets.Dataset.from_list([template_row]).select([])
-    digest = hashlib.sha256(json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
-    dataset._fingerprint = digest  # datasets has no public setter; a random one would break idempotence
+    dataset._fingerprint = stable_hash(rows)  # datasets has no public setter; a random one would break idempotence
     return dataset
 
 

@@ -15,7 +15,6 @@ a fake `vllm` package that records calls, and a test marked `vllm` runs it for r
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Sequence
@@ -25,7 +24,13 @@ from typing import Any
 from pbt_cli.errors import PbtError
 from pbt_cli.models.backends import VLLM_MISSING
 from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
-from pbt_cli.models.chat import Conversation, ends_with_prefill, read_template_file, template_hash
+from pbt_cli.models.chat import (
+    Conversation,
+    ends_with_prefill,
+    read_template_file,
+    template_hash,
+    template_text_hash,
+)
 from pbt_cli.models.resolve import ADAPTER_CONFIG, ResolvedModel, resolve
 from pbt_cli.models.spec import ModelSpec
 
@@ -186,7 +191,7 @@ class VLLMGenerator:
         info = self.resolved.describe()
         info["backend"] = "vllm"
         if self.chat_template:
-            info["chat_template_hash"] = hashlib.sha256(self.chat_template.encode()).hexdigest()[:16]
+            info["chat_template_hash"] = template_text_hash(self.chat_template)
             return info
         try:
             info["chat_template_hash"] = template_hash(self.engines.engine(self.resolved).get_tokenizer())
