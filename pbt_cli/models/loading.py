@@ -55,19 +55,27 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def torch_dtype(load: LoadOptions, *, training: bool = False) -> Any:
-    """The compute dtype. "auto": bfloat16 on GPUs that have it (float16 on older ones); on CPU,
-    bfloat16 for inference where the CPU computes it natively (prefill measured 2x faster on an
+def resolved_dtype(load: LoadOptions, *, training: bool = False) -> str:
+    """The dtype `--dtype auto` means here, decided once for every backend (vLLM's own "auto" would
+    take the checkpoint's dtype instead): bfloat16 on GPUs that have it (float16 on older ones); on
+    CPU, bfloat16 for inference where the CPU computes it natively (prefill measured 2x faster on an
     AVX512-BF16 EPYC), else float32; CPU training stays float32."""
+    if load.dtype != "auto":
+        return load.dtype
     import torch
 
-    if load.dtype != "auto":
-        return getattr(torch, load.dtype)
     if load.device_map != "cpu" and torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if not training and cpu_has_bf16():
-        return torch.bfloat16
-    return torch.float32
+        return "bfloat16"
+    return "float32"
+
+
+def torch_dtype(load: LoadOptions, *, training: bool = False) -> Any:
+    """`resolved_dtype` as a torch dtype."""
+    import torch
+
+    return getattr(torch, resolved_dtype(load, training=training))
 
 
 def device_map(load: LoadOptions) -> Any:

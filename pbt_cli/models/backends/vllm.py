@@ -3,14 +3,23 @@
 One engine per distinct base model (with its loading options), shared by every role that uses it:
 when both agents and the extractor are one base model, one engine serves them all, and roles that
 add a LoRA adapter reach the same engine through a `LoRARequest` (the engine gets `enable_lora`
-and a `max_lora_rank` read from the adapters' adapter_config.json). When a command needs several
-engines on one GPU, `gpu_memory_utilization` (0.9 in all unless set) is split evenly between them.
-Each conversation gets its own `SamplingParams` with its own seed (seed + position in the batch),
-so sampled replies are reproducible and independent of batching.
+and a `max_lora_rank` read from the adapters' adapter_config.json, rounded up to a rank vLLM
+accepts). When a command needs several engines on one GPU, `gpu_memory_utilization` (0.9 in all
+unless set) is split evenly between them. Each conversation gets its own `SamplingParams` with its
+request's own seed, so sampled replies are reproducible and independent of batching.
+
+Prompts are the transformers backend's prompts: the engine loads the Hugging Face tokenizer
+(`tokenizer_mode="hf"`, never vLLM's Mistral tokenizer, which ignores chat templates), an
+adapter's own chat template (saved by `pbt sft`) is passed to `LLM.chat`, and `--dtype auto` is
+resolved by pbt's model layer, not by vLLM (which would keep an fp16 checkpoint in fp16).
+
+Not supported (refused in one line before any engine starts): bitsandbytes `--load-in-4bit` /
+`--load-in-8bit` and `.gguf` files, which vLLM 0.33 cannot load.
 
 vLLM cannot be installed in pbt's CPU development environment (its wheels pin torch and
 transformers versions of their own); tests/models/test_vllm_backend.py checks this module against
-a fake `vllm` package that records calls, and a test marked `vllm` runs it for real where vLLM is.
+a strict fake of vLLM 0.33's offline API (tests/models/fake_vllm.py, each rule citing the vLLM
+source file it comes from), and a test marked `vllm` runs it for real where vLLM is.
 """
 
 from __future__ import annotations
@@ -35,6 +44,16 @@ from pbt_cli.models.resolve import ADAPTER_CONFIG, ResolvedModel, resolve
 from pbt_cli.models.spec import ModelSpec
 
 TOTAL_GPU_MEMORY_SHARE = 0.9
+# the only values vLLM 0.33 accepts for max_lora_rank (vllm/config/lora.py:27, MaxLoRARanks)
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+PEFT_DEFAULT_RANK = 8  # peft.LoraConfig's default r, for an adapter_config.json that names none
+# an adapter folder with one of these carries its own tokenizer (pbt_cli.models.loading.load_tokenizer)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+QUANTIZED_ALTERNATIVES = (
+    "use --backend transformers, a checkpoint quantized for vLLM (AWQ, GPTQ, FP8: vLLM reads the method "
+    "from its config.json), a quantized model served by vLLM through pbt's served-model backend "
+    "(model spec openai:MODEL_ID), or `pbt export` and vLLM's own quantization of the merged model"
+)
 
 
 def import_vllm() -> Any:
@@ -45,11 +64,48 @@ def import_vllm() -> Any:
     return vllm
 
 
+def engine_dtype(resolved: ResolvedModel) -> str:
+    """The dtype the engine runs in: `--dtype auto` resolved once by pbt, as the transformers backend
+    resolves it (vLLM's own "auto" keeps an fp16 checkpoint in fp16)."""
+    from pbt_cli.models.loading import resolved_dtype
+
+    return resolved_dtype(resolved.spec.load)
+
+
 def engine_key(resolved: ResolvedModel) -> tuple:
     """Specs that share this key share one engine (same weights, same loading options)."""
     load = resolved.spec.load
-    return (resolved.base, resolved.base_revision, resolved.gguf_file, load.dtype, load.quantization.label,
-            load.trust_remote_code)
+    return (resolved.base, resolved.base_revision, resolved.gguf_file, engine_dtype(resolved),
+            load.quantization.label, load.trust_remote_code)
+
+
+def refuse_unsupported(resolved: ResolvedModel) -> None:
+    """One line for what vLLM 0.33 cannot load, before any engine starts."""
+    quantization = resolved.spec.load.quantization
+    if quantization.load_in_4bit or quantization.load_in_8bit:
+        bits = 4 if quantization.load_in_4bit else 8
+        raise PbtError(f"the vllm backend cannot load --load-in-{bits}bit (bitsandbytes {bits}-bit) weights: "
+                       f"vLLM 0.33 has no bitsandbytes quantization; {QUANTIZED_ALTERNATIVES}")
+    if resolved.gguf_file:
+        gguf = Path(resolved.base) / resolved.gguf_file
+        raise PbtError(f"the vllm backend cannot load the GGUF file {gguf}: vLLM 0.33 has no GGUF loader; "
+                       "give the model's transformers folder or hub id (the demo model's short name "
+                       "smollm2-135m converts its GGUF file once), or use --backend transformers")
+    method = checkpoint_quant_method(resolved.base)
+    if method == "bitsandbytes":
+        raise PbtError(f"model {resolved.base} is a bitsandbytes-quantized checkpoint, which vLLM 0.33 "
+                       f"cannot load; give its unquantized version, or {QUANTIZED_ALTERNATIVES}")
+
+
+def checkpoint_quant_method(base: str) -> str | None:
+    """The quant_method of a local model folder's config.json (None for hub ids and plain models)."""
+    try:
+        config = json.loads((Path(base) / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    return (config.get("quantization_config") or {}).get("quant_method") or None
 
 
 def adapter_folder(resolved: ResolvedModel) -> str | None:
@@ -64,14 +120,45 @@ def adapter_folder(resolved: ResolvedModel) -> str | None:
 
 
 def adapter_rank(folder: str) -> int:
+    """The largest LoRA rank in an adapter: `r` and every `rank_pattern` override, as vLLM checks it
+    (vllm/lora/peft_helper.py:193, `max([self.r, *self.rank_pattern.values()])`)."""
     try:
         config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
-    except (OSError, json.JSONDecodeError):
+        ranks = [int(config.get("r") or PEFT_DEFAULT_RANK),
+                 *(int(r) for r in (config.get("rank_pattern") or {}).values())]
+    except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError):
         raise PbtError(f"{folder}/{ADAPTER_CONFIG} cannot be read; the adapter folder is damaged") from None
-    return int(config.get("r") or 16)
+    return max(ranks)
 
 
-def sampling_params(vllm: Any, sampling: Sampling, index: int) -> Any:
+def vllm_lora_rank(rank: int, folder: str) -> int:
+    """The smallest max_lora_rank vLLM accepts that holds `rank` (a larger maximum only costs memory)."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise PbtError(f"adapter {folder} has LoRA rank {rank}, above {VLLM_LORA_RANKS[-1]}, the largest vLLM "
+                   "0.33 serves; merge it with `pbt export` and give the merged model, or use --backend "
+                   "transformers")
+
+
+def adapter_chat_template(resolved: ResolvedModel) -> str | None:
+    """The chat template of an adapter folder's own tokenizer (`pbt sft` saves one), which the
+    transformers backend uses; None when the adapter has no tokenizer of its own."""
+    if not resolved.adapter:
+        return None
+    folder = Path(resolved.adapter)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        return None  # a hub adapter, or one without tokenizer files: the base model's tokenizer renders
+    from pbt_cli.models.loading import load_tokenizer
+
+    template = load_tokenizer(resolved).chat_template
+    if isinstance(template, dict):  # named templates: the one used when none is named
+        template = template.get("default")
+    return template or None
+
+
+def sampling_params(vllm: Any, sampling: Sampling) -> Any:
+    # the ranges vLLM accepts are checked once, in Sampling itself (base.py)
     kwargs: dict[str, Any] = {
         "temperature": max(sampling.temperature, 0.0), "top_p": sampling.top_p,
         "max_tokens": sampling.max_new_tokens, "min_tokens": sampling.min_new_tokens,
@@ -79,8 +166,22 @@ def sampling_params(vllm: Any, sampling: Sampling, index: int) -> Any:
     if sampling.top_k > 0:
         kwargs["top_k"] = sampling.top_k
     if sampling.seed is not None and not sampling.greedy:
-        kwargs["seed"] = sampling.seed + index
+        kwargs["seed"] = sampling.seed  # the request's own seed (docs/method.md §2.7)
     return vllm.SamplingParams(**kwargs)
+
+
+def engine_max_model_len(engine: Any) -> int | None:
+    """The engine's context length (vllm/entrypoints/llm.py:341-344: `LLM.llm_engine.model_config`)."""
+    try:
+        return int(engine.llm_engine.model_config.max_model_len)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def first_words(conversation: Conversation, count: int = 8) -> str:
+    words = (conversation[-1].get("content") or "").split() if conversation else []
+    text = " ".join(words[:count])
+    return text + (" ..." if len(words) > count else "")
 
 
 class VLLMEngines:
@@ -92,38 +193,51 @@ class VLLMEngines:
         self.planned: dict[tuple, list[ResolvedModel]] = {}
         self.next_lora_id = 1
         self.lora_ids: dict[str, int] = {}
+        self.lora_names: dict[str, str] = {}
 
     def plan(self, resolved: ResolvedModel) -> None:
+        refuse_unsupported(resolved)
         group = self.planned.setdefault(engine_key(resolved), [])
         if all(r.spec.cache_key() != resolved.spec.cache_key() for r in group):
             group.append(resolved)
+
+    def check_options(self) -> None:
+        # the ranges of vllm/config/cache.py:215 and vllm/config/parallel.py:142, in one line each
+        share = self.options.gpu_memory_utilization
+        if share is not None and not 0 < share <= 1:
+            raise PbtError(f"--gpu-memory-utilization must be above 0 and at most 1, got {share:g}")
+        if self.options.tensor_parallel_size < 1:
+            raise PbtError("--tensor-parallel-size must be at least 1, got "
+                           f"{self.options.tensor_parallel_size}")
+        if self.options.max_model_len is not None and self.options.max_model_len < 1:
+            raise PbtError(f"--max-model-len must be at least 1, got {self.options.max_model_len}")
 
     def engine(self, resolved: ResolvedModel) -> Any:
         key = engine_key(resolved)
         if key in self.engines:
             return self.engines[key]
         self.plan(resolved)
+        self.check_options()
         vllm = import_vllm()
         load = resolved.spec.load
-        if load.quantization.load_in_8bit:
-            raise PbtError("the vllm backend has no 8-bit bitsandbytes loading; use --load-in-4bit or none")
         share = self.options.gpu_memory_utilization or TOTAL_GPU_MEMORY_SHARE / max(1, len(self.planned))
-        ranks = [adapter_rank(folder) for r in self.planned[key] if (folder := adapter_folder(r))]
+        adapters = [folder for r in self.planned[key] if (folder := adapter_folder(r))]
         kwargs: dict[str, Any] = {
-            "model": str(Path(resolved.base) / resolved.gguf_file) if resolved.gguf_file else resolved.base,
-            "dtype": load.dtype, "tensor_parallel_size": self.options.tensor_parallel_size,
+            "model": resolved.base, "dtype": engine_dtype(resolved),
+            # the HF tokenizer, as the transformers backend: vLLM's "auto" switches repositories with
+            # Mistral's native files to its Mistral tokenizer, which ignores chat templates
+            # (vllm/tokenizers/registry.py:145-164, vllm/tokenizers/mistral.py:386-420)
+            "tokenizer_mode": "hf",
+            "tensor_parallel_size": self.options.tensor_parallel_size,
             "gpu_memory_utilization": round(share, 3), "trust_remote_code": load.trust_remote_code,
         }
         if resolved.base_revision:
             kwargs["revision"] = resolved.base_revision
-        if resolved.gguf_file:
-            kwargs["tokenizer"] = resolved.base
         if self.options.max_model_len:
             kwargs["max_model_len"] = self.options.max_model_len
-        if load.quantization.load_in_4bit:
-            kwargs["quantization"] = "bitsandbytes"
-        if ranks:
-            kwargs.update(enable_lora=True, max_lora_rank=max(ranks), max_loras=len(ranks))
+        if adapters:
+            rank = max(vllm_lora_rank(adapter_rank(folder), folder) for folder in adapters)
+            kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=len(adapters))
         self.engines[key] = vllm.LLM(**kwargs)
         return self.engines[key]
 
@@ -136,16 +250,32 @@ class VLLMEngines:
         if folder not in self.lora_ids:
             self.lora_ids[folder] = self.next_lora_id
             self.next_lora_id += 1
-        return LoRARequest(Path(folder).name or "adapter", self.lora_ids[folder], folder)
+            # vLLM tells LoRA requests apart by name (vllm/lora/request.py:56-69): two folders that
+            # share a last component get distinct names
+            name = Path(folder).name or "adapter"
+            if name in self.lora_names.values():
+                name = f"{name}-{self.lora_ids[folder]}"
+            self.lora_names[folder] = name
+        return LoRARequest(self.lora_names[folder], self.lora_ids[folder], folder)
 
 
 class VLLMGenerator:
     def __init__(self, spec: ModelSpec, engines: VLLMEngines) -> None:
         self.spec = spec
         self.resolved = resolve(spec)
+        refuse_unsupported(self.resolved)
         self.engines = engines
         self.usage = GenerationUsage()
-        self.chat_template = read_template_file(spec.chat_template) if spec.chat_template else None
+        # the template LLM.chat gets as Jinja text (None: the engine tokenizer's own), and where it is from
+        self.chat_template: str | None = None
+        self.chat_template_source = "base model tokenizer"
+        if spec.chat_template:
+            self.chat_template = read_template_file(spec.chat_template)
+            self.chat_template_source = f"--chat-template {spec.chat_template}"
+        elif (adapter_template := adapter_chat_template(self.resolved)) is not None:
+            # vLLM renders every LoRA request with the base model's tokenizer
+            self.chat_template = adapter_template
+            self.chat_template_source = f"adapter {self.resolved.adapter}"
 
     @classmethod
     def for_pool(cls, spec: ModelSpec, options: Any, pool: Any) -> VLLMGenerator:
@@ -156,7 +286,8 @@ class VLLMGenerator:
                 engines.plan(resolve(planned))
         return cls(spec, engines)
 
-    def chat(self, conversations: Sequence[Conversation], sampling: Sampling | Sequence[Sampling]) -> list[str]:
+    def chat(self, conversations: Sequence[Conversation],
+             sampling: Sampling | Sequence[Sampling]) -> list[str]:
         started = time.perf_counter()
         vllm = import_vllm()
         engine = self.engines.engine(self.resolved)
@@ -169,14 +300,20 @@ class VLLMGenerator:
             if not indices:
                 continue
             kwargs: dict[str, Any] = {
-                "sampling_params": [sampling_params(vllm, samplings[i], i) for i in indices],
+                "sampling_params": [sampling_params(vllm, samplings[i]) for i in indices],
                 "use_tqdm": False, "add_generation_prompt": not prefill, "continue_final_message": prefill,
             }
             if lora is not None:
                 kwargs["lora_request"] = lora
             if self.chat_template:
-                kwargs["chat_template"] = self.chat_template
-            outputs = engine.chat([list(conversations[i]) for i in indices], **kwargs)
+                kwargs["chat_template"] = self.chat_template  # Jinja text, never a path, in LLM.chat
+            try:
+                outputs = engine.chat([list(conversations[i]) for i in indices], **kwargs)
+            except Exception:
+                # one prompt over max_model_len fails the whole call
+                # (vllm/entrypoints/common/offline.py:539-566)
+                self.raise_if_too_long(engine, conversations, indices, prefill)
+                raise
             for i, output in zip(indices, outputs, strict=True):
                 completion = output.outputs[0]
                 replies[i] = completion.text.strip()
@@ -187,9 +324,53 @@ class VLLMGenerator:
         self.usage.seconds += time.perf_counter() - started
         return replies
 
+    def prompt_lengths(self, engine: Any, conversations: Sequence[Conversation], prefill: bool) -> list[int]:
+        """Prompt token counts as vLLM's offline chat path makes them: the chat template's text, then
+        the tokenizer without special tokens (vllm/renderers/hf.py:868-930, offline.py:202-211)."""
+        tokenizer = engine.get_tokenizer()
+        lengths = []
+        for conversation in conversations:
+            text = tokenizer.apply_chat_template(list(conversation), tokenize=False,
+                                                 chat_template=self.chat_template,
+                                                 add_generation_prompt=not prefill,
+                                                 continue_final_message=prefill)
+            lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        return lengths
+
+    def raise_if_too_long(self, engine: Any, conversations: Sequence[Conversation], indices: list[int],
+                          prefill: bool) -> None:
+        """After a failed `LLM.chat`: a one-line error when prompts were too long, else nothing (the
+        caller re-raises vLLM's own error). Counting only after a failure costs nothing in a good run."""
+        limit = engine_max_model_len(engine)
+        if limit is None:
+            return
+        try:
+            lengths = self.prompt_lengths(engine, [conversations[i] for i in indices], prefill)
+        except Exception:  # the diagnosis must not hide vLLM's own error
+            return
+        # vLLM refuses a prompt of max_model_len tokens too: it leaves no room for one reply token
+        # (vllm/v1/engine/input_processor.py:557-602)
+        too_long = [(i, n) for i, n in zip(indices, lengths, strict=True) if n >= limit]
+        if not too_long:
+            return
+        index, length = too_long[0]
+        more = ""
+        if len(too_long) > 1:
+            more = f"; {len(too_long) - 1} more conversation(s) of this call are too long"
+        raise PbtError(f"conversation {index + 1} of {len(conversations)} "
+                       f"(\"{first_words(conversations[index])}\") is {length} prompt tokens long, but the "
+                       f"vLLM engine of {self.resolved.base} takes at most {limit - 1} (max_model_len "
+                       f"{limit}, less one for the reply){more}; raise --max-model-len or shorten the "
+                       "input") from None  # called while vLLM's error is handled: show only this line
+
     def describe(self) -> dict[str, Any]:
         info = self.resolved.describe()
         info["backend"] = "vllm"
+        info["chat_template_source"] = self.chat_template_source
+        try:
+            info["dtype"] = engine_dtype(self.resolved)
+        except Exception:  # describing must never fail a run
+            info["dtype"] = None
         if self.chat_template:
             info["chat_template_hash"] = template_text_hash(self.chat_template)
             return info
