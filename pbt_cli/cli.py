@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -29,13 +30,15 @@ app.command("filter", help=filter_command.HELP)(filter_command.filter_trees)
 app.command("preprocess", help=preprocess.HELP)(preprocess.preprocess)
 app.command("sft", help=train.SFT_HELP)(train.sft)
 app.command("dpo", help=train.DPO_HELP)(train.dpo)
+app.command("select-checkpoint", help=train.SELECT_HELP)(train.select_checkpoint)
 app.command("export", help=train.EXPORT_HELP)(train.export)
 app.add_typer(eval.app, name="eval", help=eval.HELP)
 app.command("download-models", help=download.HELP)(download.download_models)
 app.command("env", help=env.HELP)(env.env)
 
-# Flags that belong to the root but that users naturally type after the subcommand.
+# Options that belong to the root but that users naturally type after the subcommand.
 GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--offline"}
+GLOBAL_OPTIONS = {"--log-every", "--log-file"}  # these take a value
 
 
 def _version(value: bool) -> None:
@@ -47,14 +50,20 @@ def _version(value: bool) -> None:
 @app.callback()
 def root(
     verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
-                                         help="More logs (-vv: library logs too); tracebacks on errors.")] = 0,
+                                         help="More logs and tracebacks on errors; -vv: the libraries' own logs "
+                                         "and progress bars too.")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Warnings and errors only.")] = False,
+    log_every: Annotated[float, typer.Option(
+        "--log-every", min=1, help="Seconds between progress lines when stderr is not a terminal (SLURM logs).")
+    ] = console.DEFAULT_LOG_EVERY,
+    log_file: Annotated[Path | None, typer.Option(
+        "--log-file", help="Also write every log line (progress included) to this file.", dir_okay=False)] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Never touch the network: use local files and the "
                                           "Hugging Face cache (same as HF_HUB_OFFLINE=1).")] = False,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    console.setup_logging(-1 if quiet else verbose)
+    console.setup_logging(-1 if quiet else verbose, log_file=log_file, every=log_every)
     if offline:
         # Read by huggingface_hub, transformers and datasets when first imported (always later than here).
         for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -62,12 +71,24 @@ def root(
 
 
 def hoist_global_flags(argv: Sequence[str]) -> list[str]:
-    """Move -v/-q/--offline found after the subcommand to the front, where the root parses them."""
+    """Move -v/-q/--offline/--log-every/--log-file found after the subcommand to the front, where the
+    root parses them."""
     argv = list(argv)
     cut = argv.index("--") if "--" in argv else len(argv)
-    flags = [a for a in argv[:cut] if a in GLOBAL_FLAGS]
-    rest = [a for a in argv[:cut] if a not in GLOBAL_FLAGS]
-    return flags + rest + argv[cut:]
+    front: list[str] = []
+    rest: list[str] = []
+    position = 0
+    while position < cut:
+        token = argv[position]
+        if token in GLOBAL_FLAGS or token.split("=", 1)[0] in GLOBAL_OPTIONS and "=" in token:
+            front.append(token)
+        elif token in GLOBAL_OPTIONS and position + 1 < cut:
+            front.extend(argv[position: position + 2])
+            position += 1
+        else:
+            rest.append(token)
+        position += 1
+    return front + rest + argv[cut:]
 
 
 def command_path(argv: Sequence[str]) -> list[str]:
@@ -100,22 +121,59 @@ def check_command_names(path: Sequence[str]) -> None:
         command = known[name]
 
 
+def _error(message: str, code: int = 2) -> None:
+    console.stderr.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True, markup=True)
+    sys.exit(code)
+
+
+def usage_error_line(exc: Any, config_path: str | None) -> str:
+    """Click's usage error as one line; a bad value that came from the --config file names the file and key."""
+    from click.core import ParameterSource
+
+    ctx, param = getattr(exc, "ctx", None), getattr(exc, "param", None)
+    message = exc.format_message()
+    if ctx is not None and param is not None and config_path:
+        if ctx.get_parameter_source(param.name) == ParameterSource.DEFAULT_MAP:
+            value = (ctx.default_map or {}).get(param.name)
+            detail = message.split(":", 1)[-1].strip() if ":" in message else message
+            return f"config file {config_path}: key '{param.name}' has a bad value {value!r} ({detail})"
+    where = f"`{ctx.command_path}`" if ctx is not None else "`pbt`"
+    hint = f"{ctx.command_path} --help" if ctx is not None else "pbt --help"
+    return f"{message.rstrip('.')} (in {where}; see `{hint}`)"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    import click
+
+    from pbt_cli import stops
+
     args = hoist_global_flags(sys.argv[1:] if argv is None else argv)
     extra = {}
     try:
         check_command_names(command_path(args))
     except PbtError as exc:
-        console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(exc.exit_code)
+        _error(str(exc), exc.exit_code)
     config_path = find_config_argument(args)
     if config_path:
         try:
             extra["default_map"] = nest_default_map(command_path(args), load_config_file(config_path))
         except PbtError as exc:
-            console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            _error(str(exc), exc.exit_code)
+    with stops.handling_signals():
+        try:
+            # without standalone mode click returns an Exit's code instead of leaving
+            code = app(args, prog_name="pbt", standalone_mode=False, **extra)
+            if isinstance(code, int) and code:
+                sys.exit(code)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # `pbt` or `pbt eval` alone: the help text, not an error
+            sys.exit(0)
+        except click.UsageError as exc:
+            _error(usage_error_line(exc, config_path), exc.exit_code)
+        except click.exceptions.Exit as exc:
             sys.exit(exc.exit_code)
-    app(args, prog_name="pbt", **extra)
+        except click.exceptions.Abort:
+            sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,29 @@
 """Terminal output conventions shared by every command.
 
-Data goes to stdout; logs, tables meant for people, and progress bars go to stderr. Progress bars
-appear only when stderr is a terminal, so logs of SLURM jobs stay clean.
+Data goes to stdout; logs, tables meant for people, and progress go to stderr. On a terminal,
+progress is drawn as Rich bars; otherwise (a SLURM job's log, a pipe) every long stage writes one
+line every `--log-every` seconds: done / total, rate in the stage's unit, generated tokens per
+second, elapsed time and ETA. `--log-file PATH` also writes every log line to a file.
+
+Verbosity: -q warnings only; default pbt's own info lines; -v pbt's debug lines and tracebacks;
+-vv also the libraries' own logs (transformers, TRL, datasets, vLLM) and their progress bars.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pbt_cli import progress as progress_events
 
 # soft_wrap: a line of text stays one line (a terminal folds it for the eye; a log file or a grep sees it
 # whole); tables and other renderables still fit the width
@@ -22,38 +32,151 @@ stdout = Console(soft_wrap=True)
 
 log = logging.getLogger("pbt")
 
-# verbosity: -1 quiet (warnings only), 0 normal, 1 verbose (debug and library info, tracebacks)
+LIBRARY_LOGGERS = ("transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub", "httpx", "vllm",
+                   "openai")
+DEFAULT_LOG_EVERY = 60.0
+
+# verbosity: -1 quiet (warnings only), 0 normal, 1 verbose (debug, tracebacks), 2 libraries' logs too
 _verbosity = 0
+_log_every = DEFAULT_LOG_EVERY
 
 
 def verbosity() -> int:
     return _verbosity
 
 
-def setup_logging(level: int) -> None:
-    global _verbosity
+def log_every() -> float:
+    return _log_every
+
+
+def setup_logging(level: int, *, log_file: str | os.PathLike | None = None,
+                  every: float = DEFAULT_LOG_EVERY) -> None:
+    global _verbosity, _log_every
     _verbosity = level
-    handler = RichHandler(console=stderr, show_path=False, show_time=level > 0, markup=False,
-                          rich_tracebacks=True, tracebacks_show_locals=False)
+    _log_every = every
+    handler = RichHandler(console=stderr, show_path=False, show_time=level > 0 or not stderr.is_terminal,
+                          markup=False, rich_tracebacks=True, tracebacks_show_locals=False,
+                          log_time_format="[%Y-%m-%d %H:%M:%S]")
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    if log_file:
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(file_handler)
     root.setLevel(logging.WARNING)
     log.setLevel({-1: logging.WARNING, 0: logging.INFO}.get(level, logging.DEBUG))
-    if not stderr.is_terminal:
+    if not stderr.is_terminal and level < 2:
         # progress bars only on a terminal: tqdm (used by the libraries) reads this when first
         # imported, which is always later than here
         os.environ.setdefault("TQDM_DISABLE", "1")
-    if level <= 0:
+    if level < 2:
         # datasets reads this when first imported (always later than here): no per-map progress bars
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         # transformers and friends are chatty at INFO; keep their warnings only.
-        for name in ("transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub", "httpx"):
+        for name in LIBRARY_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR if level < 0 else logging.WARNING)
         # bitsandbytes warns on import that an optional CPU kernel package is absent; it is not needed
         logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         # deprecation notices from the libraries are for their developers, not for pbt's users
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+    else:
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info")
+
+
+@contextlib.contextmanager
+def progress(stage: str) -> Iterator[Any]:
+    """The progress sink for a command: Rich bars on a terminal, log lines otherwise."""
+    sink: Any = RichProgress() if stderr.is_terminal else LogProgress(stage, _log_every)
+    with sink:
+        yield sink
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+class _Task:
+    def __init__(self, description: str, total: int | None, completed: int) -> None:
+        self.description = description
+        self.total = total
+        self.completed = completed
+        self.initial = completed
+        self.started = time.perf_counter()
+
+
+class LogProgress:
+    """A `ProgressSink` for logs: one line every `every` seconds (and one at the end) for the stage.
+
+    Example: `generate: trees 12/64 (19%, 0.08/s, ETA 10m12s) | turns 340 | 1,234 requests, 72 tok/s |
+    elapsed 2m23s`. Rates count only this run's work (a resumed run starts its clock again).
+    """
+
+    def __init__(self, stage: str, every: float = DEFAULT_LOG_EVERY) -> None:
+        self.stage = stage
+        self.every = every
+        self.tasks: dict[str, _Task] = {}
+        self.started = time.perf_counter()
+        self.last_line = self.started
+        self.requests = 0
+        self.tokens = 0
+
+    def __enter__(self) -> LogProgress:
+        progress_events.add_activity_listener(self._activity)
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
+        progress_events.remove_activity_listener(self._activity)
+        if kind is None and (self.tasks or self.requests):
+            self.emit(final=True)
+
+    def start(self, key: str, description: str, total: int | None = None, completed: int = 0) -> None:
+        self.tasks[key] = _Task(description, total, completed)
+
+    def advance(self, key: str, amount: int = 1, **info: object) -> None:
+        if key not in self.tasks:
+            self.start(key, key)
+        self.tasks[key].completed += amount
+        self._maybe_emit()
+
+    def log(self, message: str) -> None:
+        log.info(message)
+
+    def _activity(self, rows: int, tokens: int) -> None:
+        self.requests += rows
+        self.tokens += tokens
+        self._maybe_emit()
+
+    def _maybe_emit(self) -> None:
+        if time.perf_counter() - self.last_line >= self.every:
+            self.emit()
+
+    def line(self, final: bool = False) -> str:
+        now = time.perf_counter()
+        parts = []
+        for task in self.tasks.values():
+            done = task.completed - task.initial
+            rate = done / max(now - task.started, 1e-9)
+            if task.total:
+                share = task.completed / task.total
+                left = task.total - task.completed
+                eta = "" if final else (f", ETA {_duration(left / rate)}" if rate > 0 and left > 0 else ", ETA -")
+                parts.append(f"{task.description} {task.completed}/{task.total} ({share:.0%}, {rate:.3g}/s{eta})")
+            else:
+                parts.append(f"{task.description} {task.completed} ({rate:.3g}/s)")
+        if self.requests:
+            parts.append(f"{self.requests:,} requests, {self.tokens / max(now - self.started, 1e-9):,.0f} tok/s")
+        parts.append(f"elapsed {_duration(now - self.started)}")
+        return f"{self.stage}{' done' if final else ''}: " + " | ".join(parts)
+
+    def emit(self, final: bool = False) -> None:
+        self.last_line = time.perf_counter()
+        log.info(self.line(final))
 
 
 class RichProgress:

@@ -1,11 +1,15 @@
 """How pipelines report progress without printing: they call a `ProgressSink`; commands render it.
 
-Pipelines take `progress: ProgressSink = NULL_PROGRESS`; the command layer passes a `RichProgress`
-(pbt_cli/console.py) that draws bars on a terminal and stays silent otherwise.
+Pipelines take `progress: ProgressSink = NULL_PROGRESS`; the command layer passes what
+`console.progress()` makes: Rich bars on a terminal, log lines every `--log-every` seconds
+otherwise. Backends report the work inside one long call (each batch of rows they finish, with
+its generated tokens) through `report_activity`, so a log shows movement during a level of trees
+that takes many minutes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -29,3 +33,21 @@ class NullProgress:
 
 
 NULL_PROGRESS = NullProgress()
+
+ActivityListener = Callable[[int, int], None]
+_listeners: list[ActivityListener] = []
+
+
+def add_activity_listener(listener: ActivityListener) -> None:
+    _listeners.append(listener)
+
+
+def remove_activity_listener(listener: ActivityListener) -> None:
+    if listener in _listeners:
+        _listeners.remove(listener)
+
+
+def report_activity(rows: int, tokens: int) -> None:
+    """Called by backends after each batch: `rows` requests answered, `tokens` tokens generated."""
+    for listener in list(_listeners):
+        listener(rows, tokens)

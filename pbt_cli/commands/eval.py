@@ -20,7 +20,8 @@ HELP = "The paper's evaluations: flipflop (balanced persuasion), ays (are you su
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 ExtractorModel = Annotated[str | None, typer.Option(
-    "--extractor-model", help="Model that reads each reply's answer (default: the evaluated model).")]
+    "--extractor-model", help="Model that reads each reply's answer (default: the evaluated model's base: an "
+    "adapter's base with the adapter off, a full model itself). Compare models read by one extractor.")]
 Out = Annotated[Path, typer.Option("--out", help="Results root: <out>/<eval>/<model>/results.json.")]
 ExtractionTokens = Annotated[int, typer.Option("--extraction-max-new-tokens", rich_help_panel=o.SAMPLING,
                                                help="Token budget of each answer extraction.")]
@@ -56,17 +57,20 @@ def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -
 
 @app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).")
 @o.pbt_command
-@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
+@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
+                  o.RUN_PARAMETERS)
 def flipflop(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
     data: Annotated[Path, typer.Option("--data", help="A `pbt preprocess` output rendered for this model.")],
-    split: Annotated[Literal["valid", "test"], typer.Option("--split", help="Which evaluation split.")] = "test",
+    split: Annotated[Literal["validation", "valid", "test"], typer.Option(
+        "--split", help="Which evaluation split (valid = validation).")] = "test",
     extractor_model: ExtractorModel = None,
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate at most N pairs (half per label).")] = None,
     temperature: o.Temperature = 0.7,
     top_p: o.TopP = 1.0,
     max_new_tokens: o.MaxNewTokens = 80,
+    min_new_tokens: o.EvalMinNewTokens = None,
     extraction_max_new_tokens: ExtractionTokens = 16,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
@@ -81,21 +85,23 @@ def flipflop(
     params = ctx.params
     cfg = FlipflopConfig(model=o.model_spec_from(params, "model", with_overrides=True), data=data, split=split,
                          extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
-                         sampling=o.sampling_from({**params, "min_new_tokens": 0}),
-                         extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-                         backend=o.backend_options_from(params), overwrite=overwrite)
+                         sampling=o.sampling_from(params), extraction_max_new_tokens=extraction_max_new_tokens,
+                         out=out, backend=o.backend_options_from(params), overwrite=overwrite,
+                         tracking=o.tracking_from(params))
     o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     o.check_input(data, "--data", dry_run=dry_run, check=read_data_manifest)
     if dry_run:
         o.print_dry_run("pbt eval flipflop", cfg)
         return
-    results, folder = run_flipflop(cfg)
+    with console.progress("eval flipflop") as progress:
+        results, folder = run_flipflop(cfg, progress=progress)
     _render(results, folder, json_out, f"flipflop: {cfg.model.display_name} on {data} ({split})")
 
 
 @app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.')
 @o.pbt_command
-@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
+@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
+                  o.RUN_PARAMETERS)
 def ays(
     ctx: typer.Context,
     model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
@@ -103,6 +109,7 @@ def ays(
     limit: Annotated[int | None, typer.Option("--limit", help="Questions to ask (paper: 1000).")] = 1000,
     extractor_model: ExtractorModel = None,
     max_new_tokens: o.MaxNewTokens = 80,
+    min_new_tokens: o.EvalMinNewTokens = None,
     extraction_max_new_tokens: ExtractionTokens = 16,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
@@ -116,21 +123,22 @@ def ays(
     params = ctx.params
     cfg = AysConfig(model=o.model_spec_from(params, "model", with_overrides=True), questions=questions, limit=limit,
                     seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
+                    min_new_tokens=o.min_new_tokens_for(min_new_tokens, max_new_tokens),
                     extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-                    backend=o.backend_options_from(params), overwrite=overwrite)
+                    backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params))
     o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval ays", cfg)
         return
-    with console.RichProgress() as progress:
+    with console.progress("eval ays") as progress:
         results, folder = run_ays(cfg, progress=progress)
     _render(results, folder, json_out, f"are you sure?: {cfg.model.display_name} on {questions}")
 
 
 @app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.")
 @o.pbt_command
-@o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.RUN_PARAMETERS)
+@o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS, o.RUN_PARAMETERS)
 def team(
     ctx: typer.Context,
     model_x: Annotated[str | None, typer.Option("--model-x", help="First model (speaks first in order xy).")] = None,
@@ -144,8 +152,9 @@ def team(
     both_first: Annotated[bool, typer.Option("--both-first/--no-both-first",
                                              help="The second model opens without seeing the first.")] = True,
     extractor_model: Annotated[str | None, typer.Option(
-        "--extractor-model", help="Model that reads answers (default: --model-x, for both orders).")] = None,
+        "--extractor-model", help="Model that reads answers (default: --model-x's base, for both orders).")] = None,
     max_new_tokens: o.MaxNewTokens = 80,
+    min_new_tokens: o.EvalMinNewTokens = None,
     extraction_max_new_tokens: ExtractionTokens = 16,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
@@ -172,14 +181,15 @@ def team(
         model_x=o.model_spec_from(params, "model_x"), model_y=o.model_spec_from(params, "model_y"),
         extractor=o.model_spec_from(params, "extractor_model"), questions=questions, limit=limit, seed=seed,
         max_turns=max_turns, both_first=both_first, orders=team_eval.ORDERS if orders == "both" else (orders,),
-        max_new_tokens=max_new_tokens, extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-        backend=o.backend_options_from(params), overwrite=overwrite)
+        max_new_tokens=max_new_tokens, min_new_tokens=o.min_new_tokens_for(min_new_tokens, max_new_tokens),
+        extraction_max_new_tokens=extraction_max_new_tokens, out=out, backend=o.backend_options_from(params),
+        overwrite=overwrite, tracking=o.tracking_from(params))
     o.check_models(cfg.model_x, cfg.model_y, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval team", cfg)
         return
-    with console.RichProgress() as progress:
+    with console.progress("eval team") as progress:
         results, folder = team_eval.run_team(cfg, progress=progress)
     _render(results, folder, json_out, f"team: x={cfg.model_x.display_name}, y={cfg.model_y.display_name}")
 

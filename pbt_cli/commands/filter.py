@@ -1,4 +1,4 @@
-"""`pbt filter`: dialogue trees -> preference pairs (SPEC.md section 4)."""
+"""`pbt filter`: dialogue trees -> preference pairs (docs/method.md §3)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from rich.table import Table
 
 from pbt_cli import console
 from pbt_cli.commands import options as o
-from pbt_cli.data.trees import tree_files
-from pbt_cli.pipeline.filter import FilterConfig, run_filter, summary_rows
+from pbt_cli.pipeline.filter import FilterConfig, check_trees_input, run_filter, summary_rows
 
 HELP = "Turn dialogue trees into resist/accept preference pairs, split by tree (tokenizer-independent)."
 
@@ -27,6 +26,9 @@ def filter_trees(
         "--judge", help="LLM judge for answer sameness and for confirming resist/accept kinds.")] = None,
     valid_fraction: Annotated[float, typer.Option("--valid-fraction", help="Share of trees for valid.")] = 0.15,
     test_fraction: Annotated[float, typer.Option("--test-fraction", help="Share of trees for test.")] = 0.15,
+    allow_partial: Annotated[bool, typer.Option(
+        "--allow-partial/--no-allow-partial", help="Use the trees of an unfinished `pbt generate` run (recorded in "
+        "the manifest).")] = False,
     seed: o.Seed = 42,
     overwrite: o.Overwrite = False,
     **shared: Any,
@@ -35,13 +37,13 @@ def filter_trees(
     params = ctx.params
     cfg = FilterConfig(trees=trees, out=out, margin=margin, judge=o.model_spec_from(params, "judge"), seed=seed,
                        valid_fraction=valid_fraction, test_fraction=test_fraction, overwrite=overwrite,
-                       backend=o.backend_options_from(params))
-    o.check_input(trees, "--trees", dry_run=dry_run, check=tree_files)
+                       allow_partial=allow_partial, backend=o.backend_options_from(params))
+    o.check_input(trees, "--trees", dry_run=dry_run, check=lambda path: check_trees_input(path, allow_partial))
     o.check_models(cfg.judge, dry_run=dry_run)
     if dry_run:
         o.print_dry_run("pbt filter", cfg)
         return
-    with console.RichProgress() as progress:
+    with console.progress("filter") as progress:
         result = run_filter(cfg, progress=progress)
     table = Table(title=f"preference pairs in {result.out}" + (" (up to date, reused)" if result.reused else ""))
     for column in ("split", "resist", "accept", "no kind", "total"):

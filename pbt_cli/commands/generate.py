@@ -66,7 +66,7 @@ def generate(
     if dry_run:
         o.print_dry_run("pbt generate", cfg)
         return
-    with console.RichProgress() as progress:
+    with console.progress("generate") as progress:
         result = run_generate(cfg, progress=progress)
     rate = result.generated_tokens / result.seconds if result.seconds else 0.0
     console.stderr.print(

@@ -42,6 +42,24 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (question order, 
 JsonOut = Annotated[bool, typer.Option("--json/--no-json", help="Print the results JSON to stdout instead of a table.",
                                        rich_help_panel=RUN)]
 
+# --- tracking (every stage) ------------------------------------------------------------------------
+TRACKING = "Tracking"
+ReportTo = Annotated[Literal["none", "wandb", "tensorboard", "trackio"], typer.Option(
+    "--report-to", help="Where to send metrics (and, for generation and evaluations, a table of samples).",
+    rich_help_panel=TRACKING)]
+RunName = Annotated[str | None, typer.Option("--run-name", help="The run's name in the tracker.",
+                                             rich_help_panel=TRACKING)]
+Project = Annotated[str | None, typer.Option("--project", help="The tracker's project (wandb, trackio).",
+                                             rich_help_panel=TRACKING)]
+Tags = Annotated[list[str] | None, typer.Option("--tags", help="Tags of the run (repeat the flag; wandb).",
+                                                rich_help_panel=TRACKING)]
+TRACKING_PARAMETERS: list[tuple[str, Any, Any]] = [
+    ("report_to", ReportTo, "none"),
+    ("run_name", RunName, None),
+    ("project", Project, None),
+    ("tags", Tags, None),
+]
+
 # --- model loading -------------------------------------------------------------------------------
 Revision = Annotated[str | None, typer.Option(
     "--revision", help="Hub revision (branch, tag or commit) of the model; `owner/name@revision` works too.")]
@@ -97,6 +115,14 @@ TopP = Annotated[float, typer.Option("--top-p", rich_help_panel=SAMPLING)]
 TopK = Annotated[int, typer.Option("--top-k", help="0 = no top-k filtering.", rich_help_panel=SAMPLING)]
 MaxNewTokens = Annotated[int, typer.Option("--max-new-tokens", rich_help_panel=SAMPLING)]
 MinNewTokens = Annotated[int, typer.Option("--min-new-tokens", rich_help_panel=SAMPLING)]
+EvalMinNewTokens = Annotated[int | None, typer.Option(
+    "--min-new-tokens", help="At least this many new tokens per reply (default: 8 as in the trees, or "
+    "--max-new-tokens when that is smaller).", rich_help_panel=SAMPLING)]
+DEFAULT_MIN_NEW_TOKENS = 8
+
+
+def min_new_tokens_for(min_new_tokens: int | None, max_new_tokens: int) -> int:
+    return min(DEFAULT_MIN_NEW_TOKENS, max_new_tokens) if min_new_tokens is None else min_new_tokens
 
 
 # --- option groups, added to a command's signature by `shared_options` ------------------------------
@@ -177,9 +203,17 @@ def backend_options_from(params: dict[str, Any]) -> BackendOptions:
                           max_model_len=params.get("max_model_len"))
 
 
+def tracking_from(params: dict[str, Any]) -> Any:
+    from pbt_cli.tracking import TrackingOptions
+
+    return TrackingOptions(report_to=params.get("report_to") or "none", run_name=params.get("run_name"),
+                           project=params.get("project"), tags=tuple(params.get("tags") or ()))
+
+
 def sampling_from(params: dict[str, Any], seed: int | None = None) -> Sampling:
     return Sampling(temperature=params["temperature"], top_p=params.get("top_p", 1.0), top_k=params.get("top_k", 0),
-                    max_new_tokens=params["max_new_tokens"], min_new_tokens=params.get("min_new_tokens", 0),
+                    max_new_tokens=params["max_new_tokens"],
+                    min_new_tokens=min_new_tokens_for(params.get("min_new_tokens"), params["max_new_tokens"]),
                     seed=seed)
 
 
@@ -201,9 +235,13 @@ def model_spec_from(params: dict[str, Any], key: str, *, with_overrides: bool = 
 def pbt_command(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command body with the project's error conventions.
 
-    A `PbtError` prints one line on stderr and exits with code 2 (a traceback too with -v);
-    Ctrl-C says how to resume. The wrapped function must take `ctx: typer.Context` first.
+    A `PbtError` prints one line on stderr and exits with code 2 (a traceback too with -v).
+    SIGTERM and Ctrl-C (pbt_cli/stops.py) end the stage with its files complete and its manifest
+    marked `interrupted`; this prints the command that resumes and exits with 143 or 130.
+    The wrapped function must take `ctx: typer.Context` first.
     """
+    from pbt_cli import stops
+    from pbt_cli.artifacts import command_line
 
     @functools.wraps(function)
     def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> Any:
@@ -215,9 +253,12 @@ def pbt_command(function: Callable[..., Any]) -> Callable[..., Any]:
                 console.stderr.print_exception(show_locals=False)
             console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            console.stderr.print("[yellow]interrupted[/]; rerun the same command to resume", highlight=False)
-            raise typer.Exit(130) from None
+        except (stops.StopRequested, KeyboardInterrupt) as exc:
+            code = exc.exit_code if isinstance(exc, stops.StopRequested) else 130
+            name = str(exc) if isinstance(exc, stops.StopRequested) else "SIGINT"
+            console.stderr.print(f"[yellow]stopped[/] ({name}); every file is complete. Resume with the same "
+                                 f"command: {command_line()}", highlight=False, soft_wrap=True, markup=True)
+            raise typer.Exit(code) from None
 
     return wrapper
 

@@ -1,4 +1,4 @@
-"""`pbt preprocess`: preference pairs rendered for one tokenizer (SPEC.md section 5)."""
+"""`pbt preprocess`: preference pairs rendered for one tokenizer (docs/method.md §4)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.text import Text
 from pbt_cli import console
 from pbt_cli.commands import options as o
 from pbt_cli.models.spec import ModelSpec
-from pbt_cli.pipeline.filter import pairs_manifest_hash
+from pbt_cli.pipeline.filter import read_pairs_manifest
 from pbt_cli.pipeline.preprocess import PreprocessConfig, run_preprocess
 
 HELP = "Render preference pairs with one tokenizer's chat template into train/valid/test datasets."
@@ -23,12 +23,16 @@ def preprocess(
     ctx: typer.Context,
     pairs: Annotated[Path, typer.Option("--pairs", help="The --out folder of `pbt filter`.")],
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="Model whose tokenizer and chat template to use.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder (a saved DatasetDict + manifest).")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder (Parquet splits, dataset card, manifest).")],
     format: Annotated[Literal["dpo", "sft"], typer.Option(
         "--format", help="dpo: prompt/chosen/rejected; sft: prompt/completion (the chosen response).")] = "dpo",
     mix: Annotated[Literal["balanced", "accept", "resist", "all"], typer.Option(
         "--mix", help="balanced (PBT) | accept-only | resist-only | all pairs.")] = "balanced",
     limit: Annotated[int | None, typer.Option("--limit", help="Cap the training pairs (fair comparisons).")] = None,
+    balance: Annotated[bool, typer.Option(
+        "--balance/--no-balance", help="Cut both kinds to the smaller kind's count before mixing, as the original "
+        "runs did (balanced = 2m pairs, accept or resist = m); --no-balance keeps every pair of a single kind.")
+    ] = True,
     max_length: Annotated[int | None, typer.Option(
         "--max-length", help="Drop pairs longer than this (tokens); default: what training uses, 1024 for sft, "
         "1000 for dpo.")] = None,
@@ -48,13 +52,14 @@ def preprocess(
     if max_length is None:  # the paper's training lengths (SPEC.md 6), so nothing kept is truncated later
         max_length = 1024 if format == "sft" else 1000
     cfg = PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, format=format, mix=mix, limit=limit,
-                           max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, overwrite=overwrite)
+                           max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, balance=balance,
+                           overwrite=overwrite)
     o.check_models(spec, dry_run=dry_run)
-    o.check_input(pairs, "--pairs", dry_run=dry_run, check=pairs_manifest_hash)
+    o.check_input(pairs, "--pairs", dry_run=dry_run, check=read_pairs_manifest)
     if dry_run:
         o.print_dry_run("pbt preprocess", cfg)
         return
-    with console.RichProgress() as progress:
+    with console.progress("preprocess") as progress:
         result = run_preprocess(cfg, show=show, progress=progress)
     for example in result.examples:  # Text, not markup: the dialogue may contain brackets
         body = Text(example["prompt_text"])

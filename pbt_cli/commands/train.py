@@ -1,6 +1,6 @@
-"""`pbt sft` and `pbt dpo`: one option list, two sets of defaults (SPEC.md section 6).
+"""`pbt sft`, `pbt dpo`, `pbt select-checkpoint` and `pbt export` (docs/method.md §5).
 
-Both commands take the same options, so the parameter list is written once and each command's
+`sft` and `dpo` take the same options, so the parameter list is written once and each command's
 signature is built from it with that stage's defaults (Typer reads `__signature__`).
 """
 
@@ -23,7 +23,7 @@ EVALUATION = "Evaluation during training (flipflop accuracy on the valid split)"
 SFT_HELP = "Supervised fine-tuning (LoRA/QLoRA) on the preferred responses of the balanced mix."
 DPO_HELP = "DPO (LoRA/QLoRA) on balanced preference pairs, from an SFT adapter; keeps the best checkpoint."
 
-# Paper defaults for 7-8B models (SPEC.md 6); the CPU demo overrides steps and batch sizes.
+# Paper defaults for 7-8B models (docs/method.md §5); the CPU demo overrides steps and batch sizes.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "sft": {"max_steps": 240, "num_train_epochs": 1.0, "per_device_train_batch_size": 8,
             "gradient_accumulation_steps": 10, "max_length": 1024, "eval_strategy": "no"},
@@ -73,18 +73,27 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
         "--eval-strategy", help="When to evaluate (and save a checkpoint with it).", rich_help_panel=EVALUATION)],
      None),
     ("eval_steps", Annotated[int, typer.Option("--eval-steps", rich_help_panel=EVALUATION)], 50),
-    ("eval_limit", Annotated[int | None, typer.Option("--eval-limit", help="Valid pairs to evaluate (half per kind).",
-                                                      rich_help_panel=EVALUATION)], 200),
+    ("eval_limit", Annotated[int | None, typer.Option(
+        "--eval-limit", help="Valid pairs to evaluate, of the data's mix kinds (half per kind for two kinds; the "
+        "paper: 1000).", rich_help_panel=EVALUATION)], 1000),
     ("eval_max_new_tokens", Annotated[int, typer.Option("--eval-max-new-tokens", rich_help_panel=EVALUATION)], 80),
     ("extractor_model", Annotated[str | None, typer.Option(
         "--extractor-model", help="Answer extractor (default: the base model with the adapter switched off).",
         rich_help_panel=EVALUATION)], None),
     ("logging_steps", Annotated[int, typer.Option("--logging-steps", rich_help_panel=o.RUN)], 10),
+    ("save_strategy", Annotated[Literal["steps", "epoch"], typer.Option(
+        "--save-strategy", help="Checkpoint every --save-steps or at each epoch end (for `pbt select-checkpoint`).",
+        rich_help_panel=o.RUN)], "steps"),
     ("save_steps", Annotated[int, typer.Option("--save-steps", help="Checkpoint every N steps (resume point).",
                                                rich_help_panel=o.RUN)], 50),
     ("save_total_limit", Annotated[int | None, typer.Option("--save-total-limit", rich_help_panel=o.RUN)], 3),
-    ("report_to", Annotated[Literal["none", "wandb", "tensorboard"], typer.Option(
-        "--report-to", rich_help_panel=o.RUN)], "none"),
+    ("report_to", o.ReportTo, "none"),
+    ("run_name", o.RunName, None),
+    ("project", o.Project, None),
+    ("tags", o.Tags, None),
+    ("base_model_name", Annotated[str | None, typer.Option(
+        "--base-model-name", help="The base the adapter records (adapter_config.json): default its hub id, or the "
+        "absolute path of a local base folder.", rich_help_panel=o.RUN)], None),
     ("resume", Annotated[str, typer.Option(
         "--resume", help="auto: continue from the last checkpoint in --out; never; or a checkpoint folder.",
         rich_help_panel=o.RUN)], "auto"),
@@ -97,7 +106,7 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
 
 
 def train_config(stage: str, params: dict[str, Any]) -> Any:
-    from pbt_cli.train.common import TrainConfig
+    from pbt_cli.train.config import TrainConfig
 
     values = {name: params[name] if params.get(name) is not None else DEFAULTS[stage].get(name, params.get(name))
               for name, _, _ in PARAMETERS}
@@ -114,10 +123,13 @@ def train_config(stage: str, params: dict[str, Any]) -> Any:
         gradient_checkpointing=values["gradient_checkpointing"], optim=values["optim"],
         max_length=values["max_length"], beta=values["beta"], reference=values["reference"], seed=values["seed"],
         logging_steps=values["logging_steps"], save_steps=values["save_steps"],
-        save_total_limit=values["save_total_limit"], eval_strategy=values["eval_strategy"],
+        save_strategy=values["save_strategy"], save_total_limit=values["save_total_limit"],
+        eval_strategy=values["eval_strategy"],
         eval_steps=values["eval_steps"], eval_limit=values["eval_limit"],
         extractor=o.model_spec_from(values, "extractor_model"), eval_max_new_tokens=values["eval_max_new_tokens"],
-        report_to=values["report_to"], resume=values["resume"], overwrite=values["overwrite"],
+        report_to=values["report_to"], run_name=values["run_name"], project=values["project"],
+        tags=tuple(values["tags"] or ()), base_model_name=values["base_model_name"], resume=values["resume"],
+        overwrite=values["overwrite"],
     )
 
 
@@ -190,3 +202,38 @@ def export(
         return
     result = run_export(cfg)
     console.stderr.print(f"[green]done[/]: {adapter} merged into {result['base']} -> {out}", highlight=False)
+
+
+SELECT_HELP = ("Choose a finished run's best checkpoint by flipflop accuracy on its valid pairs (for runs that could "
+               "not evaluate while training, e.g. FSDP) and install it as the run's adapter.")
+
+
+@o.pbt_command
+def select_checkpoint(
+    ctx: typer.Context,
+    run: Annotated[Path, typer.Option("--run", help="A `pbt sft` / `pbt dpo` --out whose checkpoints/ to compare.")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Data with the valid split to select on (default: the run's own --data).")] = None,
+    extractor_model: Annotated[str | None, typer.Option(
+        "--extractor-model", help="Answer extractor (default: the run's; else its base with the adapter off).")] = None,
+    eval_limit: Annotated[int | None, typer.Option(
+        "--eval-limit", help="Valid pairs to evaluate (default: the run's --eval-limit).")] = None,
+    batch_size: o.BatchSize = 64,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.outputs import require_stage
+    from pbt_cli.train.run import SelectConfig
+    from pbt_cli.train.run import select_checkpoint as run_select
+
+    cfg = SelectConfig(run=run, data=data, extractor=o.model_spec_from(ctx.params, "extractor_model"),
+                       eval_limit=eval_limit, batch_size=batch_size)
+    o.check_input(run, "--run", dry_run=dry_run, check=lambda p: require_stage(p, ("dpo", "sft"), "--run"))
+    if dry_run:
+        o.print_dry_run("pbt select-checkpoint", cfg)
+        return
+    with console.progress("select-checkpoint") as progress:
+        manifest = run_select(cfg, progress=progress)
+    console.stderr.print(f"[green]done[/]: {run} now holds {manifest['best_checkpoint']} (flipflop accuracy "
+                         f"{manifest['best_metric']:.3f} of {len(manifest['evaluations'])} checkpoints)",
+                         highlight=False)

@@ -1,8 +1,11 @@
-"""Preference pairs: the tokenizer-independent output of `pbt filter` (SPEC.md section 4).
+"""Preference pairs: the tokenizer-independent output of `pbt filter` (docs/method.md §3).
 
-One JSON object per line in `<pairs>/train.jsonl`, `valid.jsonl`, `test.jsonl`. The prompt is a
-list of chat messages (the responder's view up to and including the persuasion turn, with the
-`standard` persona); `chosen` and `rejected` are the two sibling responses as plain text.
+One JSON object per line in `<pairs>/train.jsonl`, `valid.jsonl`, `test.jsonl`, in TRL's
+conversational preference format: `prompt` is a list of chat messages (the responder's view up to
+and including the persuasion turn, with the `standard` persona), `chosen` and `rejected` are one
+assistant message each. `datasets.load_dataset("json", data_dir=PAIRS)` reads the folder (it maps
+`valid.jsonl` to the `validation` split). Pairs written before that format (plain-text `chosen` and
+`rejected`) are read as well.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pbt_cli.errors import PbtError
 
 KINDS = ("resist", "accept")
 SPLITS = ("train", "valid", "test")
+SPLIT_FILES = tuple(f"{split}.jsonl" for split in SPLITS)
 # The flipflop evaluation's names for the two kinds (SPEC.md 5 and 7).
 EVAL_LABELS = {"resist": "flip_correct_to_incorrect", "accept": "flip_incorrect_to_correct"}
 
@@ -29,8 +33,8 @@ class PreferencePair:
     responder: str  # the agent ("A" or "B") who speaks the two sibling turns
     level: int
     prompt: list[dict[str, str]]
-    chosen: str
-    rejected: str
+    chosen: list[dict[str, str]]  # one assistant message
+    rejected: list[dict[str, str]]
     question: str
     gold_aliases: list[str]
     answers: dict[str, str | None] = field(default_factory=dict)  # chosen, rejected, persuader, responder_previous
@@ -38,15 +42,45 @@ class PreferencePair:
     personas: dict[str, str | None] = field(default_factory=dict)  # of the chosen and rejected turns
     turn_ids: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for side in ("chosen", "rejected"):  # plain text (the layout before TRL's format) becomes a message
+            if isinstance(getattr(self, side), str):
+                setattr(self, side, assistant_message(getattr(self, side)))
+
+    @property
+    def chosen_text(self) -> str:
+        return self.chosen[-1]["content"]
+
+    @property
+    def rejected_text(self) -> str:
+        return self.rejected[-1]["content"]
+
     def to_record(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: dict[str, Any], where: str) -> PreferencePair:
+    def from_record(cls, record: Any, where: str) -> PreferencePair:
+        if not isinstance(record, dict):
+            raise PbtError(f"{where}: not a preference pair record (a JSON object); was it written by `pbt filter`?")
+        record = dict(record)
+        for side in ("chosen", "rejected"):
+            value = record.get(side)
+            if isinstance(value, str):  # the layout before TRL's conversational format
+                record[side] = assistant_message(value)
+            elif not (isinstance(value, list) and value and isinstance(value[-1], dict)
+                      and isinstance(value[-1].get("content"), str)):
+                raise PbtError(f"{where}: '{side}' must be one assistant message ([{{\"role\": \"assistant\", "
+                               f"\"content\": ...}}]); was it written by `pbt filter`?")
+        if not isinstance(record.get("prompt"), list):
+            raise PbtError(f"{where}: 'prompt' must be a list of chat messages; was it written by `pbt filter`?")
         try:
             return cls(**record)
         except TypeError as exc:
             raise PbtError(f"{where}: not a preference pair record ({exc}); was it written by `pbt filter`?") from None
+
+
+def assistant_message(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
 
 
 def write_pairs(path: Path, pairs: list[PreferencePair]) -> None:

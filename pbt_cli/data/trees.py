@@ -17,7 +17,7 @@ from typing import Any
 
 from pbt_cli.console import log
 from pbt_cli.data.answers import AGREE, DISAGREE, NONE, is_special, same_answer
-from pbt_cli.data.jsonl import ends_unfinished, read_jsonl
+from pbt_cli.data.jsonl import ends_unfinished, read_jsonl, read_text
 from pbt_cli.data.questions import Question
 from pbt_cli.errors import PbtError
 
@@ -98,6 +98,17 @@ class Tree:
             current = by_id.get(current.parent) if current.parent is not None else None
         return path[::-1]
 
+    def depth_first(self) -> list[Turn]:
+        """Every turn, parents before children, without recursion (a chain may be thousands of turns deep)."""
+        by_id = self._by_id()
+        order: list[Turn] = []
+        stack = [self.root]
+        while stack:
+            turn = stack.pop()
+            order.append(turn)
+            stack.extend(by_id[child] for child in reversed(turn.children))
+        return order
+
     def leaves(self) -> list[Turn]:
         return [t for t in self.turns if not t.children and not t.is_root]
 
@@ -127,24 +138,44 @@ class Tree:
             if key not in record:
                 raise PbtError(f"{where}: tree record has no '{key}'")
         question = Question.from_record(record["question"], f"{where} (question)")
-        turns = []
-        for position, item in enumerate(record["turns"]):
-            try:
-                turns.append(Turn(
-                    id=int(item["id"]), parent=item["parent"], level=int(item["level"]), agent=item.get("agent"),
-                    persona=item.get("persona"), text=item.get("text") or "",
-                    answer={"A": item.get("answer", {}).get("A"), "B": item.get("answer", {}).get("B")},
-                    raw_extraction=item.get("raw_extraction"), children=list(item.get("children") or []),
-                    messages_seen_hash=item.get("messages_seen_hash"),
-                ))
-            except (KeyError, TypeError, ValueError) as exc:
-                raise PbtError(f"{where}: turn {position} is malformed ({exc})") from None
+        if not isinstance(record["tree_id"], (str, int)) or isinstance(record["tree_id"], bool):
+            raise PbtError(f"{where}: 'tree_id' must be a string, got {type(record['tree_id']).__name__}")
+        if not isinstance(record["turns"], list):
+            raise PbtError(f"{where}: 'turns' must be a list of turn objects, got {type(record['turns']).__name__}")
+        turns = [_turn_from_record(item, f"{where}: turn {position}") for position, item in enumerate(record["turns"])]
         tree = cls(tree_id=str(record["tree_id"]), question=question, turns=turns, models=record.get("models") or {},
                    personas=record.get("personas"), sampling=record.get("sampling") or {}, seed=record.get("seed"),
                    split=record.get("split", "train"), both_first=record.get("both_first", True),
                    max_turns=record.get("max_turns", 4))
         check_tree(tree, where)
         return tree
+
+
+def _turn_from_record(item: Any, where: str) -> Turn:
+    if not isinstance(item, dict):
+        raise PbtError(f"{where} is not a turn object")
+    for key, kinds in (("id", int), ("level", int)):
+        if not isinstance(item.get(key), kinds) or isinstance(item.get(key), bool):
+            raise PbtError(f"{where}: '{key}' must be an integer, got {item.get(key)!r}")
+    parent = item.get("parent")
+    if parent is not None and (not isinstance(parent, int) or isinstance(parent, bool)):
+        raise PbtError(f"{where}: 'parent' must be a turn id or null, got {parent!r}")
+    text = item.get("text")
+    if text is not None and not isinstance(text, str):
+        raise PbtError(f"{where}: 'text' must be a string, got {type(text).__name__}")
+    answer = item.get("answer", {})
+    if answer is None:
+        answer = {}
+    if not isinstance(answer, dict):
+        raise PbtError(f"{where}: 'answer' must be an object of answers by agent ({{\"A\": ..., \"B\": ...}}), "
+                       f"got {type(answer).__name__}")
+    for agent in AGENTS:
+        value = answer.get(agent)
+        if value is not None and not isinstance(value, str):
+            raise PbtError(f"{where}: answer of {agent} must be a string or null, got {type(value).__name__}")
+    return Turn(id=item["id"], parent=parent, level=item["level"], agent=item.get("agent"),
+                persona=item.get("persona"), text=text or "", answer={agent: answer.get(agent) for agent in AGENTS},
+                raw_extraction=item.get("raw_extraction"), messages_seen_hash=item.get("messages_seen_hash"))
 
 
 def check_tree(tree: Tree, where: str) -> None:
@@ -162,11 +193,20 @@ def check_tree(tree: Tree, where: str) -> None:
             raise PbtError(f"{where}: tree {tree.tree_id} turn {turn.id} names parent {turn.parent}, which is missing")
         if not turn.is_root and turn.agent not in AGENTS:
             raise PbtError(f"{where}: tree {tree.tree_id} turn {turn.id} has agent {turn.agent!r}; expected A or B")
+    children: dict[int, list[int]] = {t.id: [] for t in tree.turns}
     for turn in tree.turns:  # rebuild children from parents, the authoritative link
-        turn.children = [t.id for t in tree.turns if t.parent == turn.id]
+        if turn.parent is not None:
+            children[turn.parent].append(turn.id)
+    for turn in tree.turns:
+        turn.children = children[turn.id]
+    reachable = {t.id for t in tree.depth_first()}
+    if len(reachable) != len(tree.turns):
+        looped = sorted(t.id for t in tree.turns if t.id not in reachable)
+        raise PbtError(f"{where}: tree {tree.tree_id} turns {', '.join(map(str, looped[:5]))} never reach the root "
+                       "(their parents form a cycle)")
 
 
-# --- answer resolution (SPEC.md 3 and 4.2) ------------------------------------------------------------
+# --- answer resolution (docs/method.md §2.5 and §3.2) ------------------------------------------------------------
 
 
 def resolve_step(parent_state: dict[str, str], speaker: str, extracted: str | None) -> dict[str, str]:
@@ -203,18 +243,13 @@ def is_blind_opening(level: int, both_first: bool) -> bool:
 
 def resolve_answers(tree: Tree) -> dict[int, dict[str, str]]:
     """Resolved answers of both agents at every turn (the root: both NONE)."""
-    by_id = {t.id: t for t in tree.turns}
     resolved: dict[int, dict[str, str]] = {}
-
-    def visit(turn: Turn, state: dict[str, str]) -> None:
-        if not turn.is_root:
-            heard = answer_as_heard(turn.answer.get(turn.agent), blind=is_blind_opening(turn.level, tree.both_first))
-            state = resolve_step(state, turn.agent, heard)
-        resolved[turn.id] = state
-        for child in turn.children:
-            visit(by_id[child], state)
-
-    visit(tree.root, {"A": NONE, "B": NONE})
+    for turn in tree.depth_first():  # parents first, so each turn starts from its parent's state
+        if turn.is_root:
+            resolved[turn.id] = {"A": NONE, "B": NONE}
+            continue
+        heard = answer_as_heard(turn.answer.get(turn.agent), blind=is_blind_opening(turn.level, tree.both_first))
+        resolved[turn.id] = resolve_step(resolved[turn.parent], turn.agent, heard)
     return resolved
 
 
@@ -251,7 +286,7 @@ def read_trees(path: Path) -> Iterator[Tree]:
 def _read_tree_file(file: Path) -> Iterator[Tree]:
     if file.suffix == ".json":
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
+            data = json.loads(read_text(file, "a trees file"))
         except json.JSONDecodeError as exc:
             raise PbtError(f"{file} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         records = data if isinstance(data, list) else [data]
@@ -264,7 +299,7 @@ def _read_tree_file(file: Path) -> Iterator[Tree]:
         yield Tree.from_record(record, f"{file} line {number}")
 
 
-# --- the reference code's format (SPEC.md 3, Output) ---------------------------------------------------
+# --- the reference code's format (docs/method.md §2.8) ---------------------------------------------------
 
 
 def from_reference_record(record: dict[str, Any], where: str) -> Tree:
@@ -273,7 +308,7 @@ def from_reference_record(record: dict[str, Any], where: str) -> Tree:
     The reference stores a JSON object with `data`, `metadata`, `model_a`, `model_b`; its nodes have
     `node_idx`, `agent_idx` (0 = A, 1 = B), `generation`, `extracted_ans`, `parent`, `children`, and
     the root has `node_idx` -1. It writes agent A's answer to `extracted_ans[1]` and B's to
-    `extracted_ans[0]` (SPEC.md 9); here answers are keyed by agent name.
+    `extracted_ans[0]` (docs/method.md §8); here answers are keyed by agent name.
     """
     metadata = record.get("metadata") or {}
     nodes = record["data"]
@@ -297,12 +332,19 @@ def from_reference_record(record: dict[str, Any], where: str) -> Tree:
                            "which is missing")
         parents[id_map[node["node_idx"]]] = id_map[parent_idx]
 
-    def level_of(turn_id: int, seen: int = 0) -> int:
-        if turn_id == 0:
-            return -1
-        if seen > len(parents):
-            raise PbtError(f"{where}: reference nodes name each other as parents in a loop")
-        return level_of(parents[turn_id], seen + 1) + 1
+    levels = {0: -1}
+
+    def level_of(turn_id: int) -> int:
+        chain = []
+        current = turn_id
+        while current not in levels:  # walk up to a turn of known level, without recursion
+            chain.append(current)
+            if len(chain) > len(parents):
+                raise PbtError(f"{where}: reference nodes name each other as parents in a loop")
+            current = parents[current]
+        for position, turn in enumerate(reversed(chain), 1):
+            levels[turn] = levels[current] + position
+        return levels[turn_id]
 
     for node in ordered:
         agent = AGENTS[int(node["agent_idx"])]

@@ -1,21 +1,26 @@
 """Results files shared by every evaluation: metrics with bootstrap intervals, results.json, samples.jsonl.
 
 Layout: `<out>/<eval>/<model-name>/results.json` and `samples.jsonl` (one line per question or
-pair: prompts, responses, extracted answers, gold aliases, correctness).
+pair: prompts, responses, extracted answers, gold aliases, correctness). `results.json` is also
+the folder's manifest (stage, settings, status, what it wrote), so evaluations resume, refuse other
+settings and never delete what they did not write, like every other stage (pbt_cli/outputs.py).
 """
 
 from __future__ import annotations
 
-import json
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from pbt_cli import stops
 from pbt_cli.artifacts import base_manifest, write_json
-from pbt_cli.data.jsonl import read_jsonl, write_jsonl
+from pbt_cli.console import log
+from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl, write_jsonl
 from pbt_cli.errors import PbtError
+from pbt_cli.outputs import TRACKING, OutputFolder, claim_output
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
 BOOTSTRAP_SAMPLES = 1000
 CONFIDENCE = 0.95
@@ -58,7 +63,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def folder_name(name: str) -> str:
-    return _UNSAFE.sub("_", name).strip("_") or "model"
+    name = _UNSAFE.sub("_", name).strip("_")
+    return name if name and name.strip(".") else "model"
 
 
 def results_folder(out: Path, eval_name: str, model_name: str) -> Path:
@@ -66,48 +72,171 @@ def results_folder(out: Path, eval_name: str, model_name: str) -> Path:
 
 
 # Options that change how fast, not what: a rerun that differs only in these reuses the results.
-_NOT_SETTINGS = ("out", "overwrite", "backend")
+_NOT_SETTINGS = ("out", "overwrite", "backend", "tracking")
+RESULTS = "results.json"
+SAMPLES = "samples.jsonl"
+EVAL_OUTPUTS = (RESULTS, SAMPLES, "README.md", *TRACKING)
+# Items (questions, pairs) per resumable unit. Fixed, never tied to --batch-size, so a resumed run
+# batches exactly as an uninterrupted one did and greedy results are identical (docs/method.md §6.1).
+CHUNK_SIZE = 256
 
 
 def eval_settings(config: Any) -> dict[str, Any]:
-    """What decides an evaluation's results: its options, and the persona and extractor texts it sends."""
+    """What decides an evaluation's results: its options, the prompt texts it sends, and its chunking."""
     from pbt_cli.config import to_plain
     from pbt_cli.data.prompts import prompts_hash
 
     settings = {k: v for k, v in to_plain(config).items() if k not in _NOT_SETTINGS}
-    return {**settings, "prompts": prompts_hash()}
+    return {**settings, "prompts": prompts_hash(), "chunk_size": CHUNK_SIZE}
 
 
-def prior_results(folder: Path, config: Any, *, overwrite: bool) -> dict[str, Any] | None:
-    """Stored results of the same evaluation (reused: a recipe run twice does not evaluate twice), or None.
+def model_paths(*specs: Any) -> list[str]:
+    return [path for spec in specs if spec is not None for path in spec.local_paths()]
 
-    Results made with other settings are never replaced silently: that is an error unless `overwrite`.
+
+def extractor_identity(extractor: Any) -> dict[str, Any]:
+    """Who read the answers, comparable across results (`pbt eval report` groups by it)."""
+    info = extractor.describe()
+    return info.get("identity") or {"name": info.get("name"), "revision": info.get("revision"),
+                                    "adapter": info.get("adapter"),
+                                    "chat_template_hash": info.get("chat_template_hash")}
+
+
+class EvalRun:
+    """An evaluation's results folder, `<out>/<eval>/<model>/`: claimed, resumable chunk by chunk.
+
+    Finished samples are appended to `samples.jsonl` after every chunk of items (each chunk is one
+    batched protocol run); a rerun of the same command reads them back, drops a chunk a kill cut
+    short, and continues with the next chunk. `results.json` says `running` until `finish` writes
+    the metrics, computed from all the samples, so resumed and uninterrupted runs agree.
     """
-    path = folder / "results.json"
-    if overwrite or not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise PbtError(f"{path} is damaged (not valid JSON); pass --overwrite to evaluate again") from None
-    old, new = stored.get("settings") or {}, eval_settings(config)
-    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if differing:
-        raise PbtError(f"{path} holds results made with other settings ({', '.join(differing)}); pass --overwrite "
-                       "to replace them, or choose another --out")
-    stored["reused"] = True
-    return stored
+
+    def __init__(self, folder: OutputFolder, eval_name: str, config: Any, settings: dict[str, Any]) -> None:
+        self.folder = folder
+        self.path = folder.path
+        self.eval_name = eval_name
+        self.config = config
+        self.settings = settings
+        self.reused: dict[str, Any] | None = None
+        self._samples: list[dict[str, Any]] = []
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / SAMPLES
+
+    def __enter__(self) -> EvalRun:
+        return self
+
+    def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
+        self.folder.__exit__(kind, exc, traceback)
+
+    def track(self, results: dict[str, Any], samples: Sequence[dict[str, Any]]) -> None:
+        """Send the metrics and a few samples to the tracker of `--report-to`, if any."""
+        from pbt_cli.config import to_plain
+        from pbt_cli.tracking import TrackingOptions, report
+
+        options = getattr(self.config, "tracking", None) or TrackingOptions()
+        report(options, folder=self.path, name=f"{self.eval_name}-{self.path.name}", config=to_plain(self.config),
+               metrics=results.get("metrics") or {}, samples=samples)
+
+    def start(self) -> None:
+        manifest = base_manifest(f"eval {self.eval_name}", self.config)
+        manifest.update(eval=self.eval_name, status="running", settings=self.settings)
+        self.folder.write_manifest(manifest)
+
+    def chunks(self, items: Sequence[Any], samples_per_item: int = 1,
+               progress: ProgressSink = NULL_PROGRESS) -> Iterator[list[Any]]:
+        """The chunks of `items` still to run, after reading back the samples of finished chunks."""
+        done = self._resume(items, samples_per_item)
+        progress.start(self.eval_name, f"{self.eval_name}: items", total=len(items), completed=done)
+        for start in range(done, len(items), CHUNK_SIZE):
+            chunk = list(items[start: start + CHUNK_SIZE])
+            yield chunk
+            progress.advance(self.eval_name, len(chunk))
+
+    def _resume(self, items: Sequence[Any], samples_per_item: int) -> int:
+        """Samples of whole chunks already written; the file is cut back to them. Returns items done."""
+        if not self.samples_path.is_file():
+            return 0
+        drop_unfinished_last_line(self.samples_path)
+        stored = [record for _, record in read_jsonl(self.samples_path, what="an evaluation's samples file")]
+        kept = done = 0
+        for start in range(0, len(items), CHUNK_SIZE):
+            size = min(CHUNK_SIZE, len(items) - start) * samples_per_item
+            if kept + size > len(stored):
+                break
+            kept += size
+            done = min(start + CHUNK_SIZE, len(items))
+        if kept != len(stored):  # a chunk written only in part: run it again, whole
+            write_jsonl(self.samples_path, stored[:kept])
+        self._samples = stored[:kept]
+        if kept:
+            log.info("resuming %s in %s: %d of %d items already done", self.eval_name, self.path, done, len(items))
+        return done
+
+    def append(self, samples: list[dict[str, Any]]) -> None:
+        """Keep a finished chunk's samples (flushed), then honour a pending stop."""
+        if self.folder.written_manifest is None:  # the first chunk: from now on there is something to resume
+            self.start()
+        with jsonl_writer(self.samples_path, append=True, flush=True) as writer:
+            writer.write_all(samples)
+        self._samples.extend(samples)
+        self.folder.update_manifest(progress={"samples": len(self._samples)})
+        stops.check()
+
+    def samples(self) -> list[dict[str, Any]]:
+        return list(self._samples)
+
+    def finish(self, *, metrics: dict[str, Any], models: dict[str, Any], seeds: dict[str, Any],
+               extractor: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.folder.written_manifest is None:
+            self.start()
+        results = base_manifest(f"eval {self.eval_name}", self.config)
+        results.update(eval=self.eval_name, status="complete", metrics=metrics, n=len(self._samples), seeds=seeds,
+                       models=models, extractor=extractor, settings=self.settings,
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
+        return self.folder.write_manifest(results)
+
+
+def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, inputs: Sequence[Any] = (),
+              overwrite: bool = False) -> EvalRun:
+    """Claim `<out>/<eval>/<model>/` for an evaluation (before any model loads).
+
+    Finished results with the same settings are reused (`run.reused`); other settings are refused
+    unless `overwrite`, which deletes only what an earlier evaluation wrote there; an unfinished
+    run with the same settings resumes.
+    """
+    path = results_folder(out, eval_name, model_name)
+    settings = eval_settings(config)
+    folder = claim_output(path, f"eval {eval_name}", outputs=EVAL_OUTPUTS, inputs=inputs, overwrite=overwrite,
+                          manifest_name=RESULTS, manifest_patterns=(RESULTS,))
+    run = EvalRun(folder, eval_name, config, settings)
+    with folder.releasing_on_error():
+        previous = folder.previous
+        if overwrite:
+            folder.remove_owned()
+        elif previous is not None:
+            differing = folder.differing_settings(settings)
+            if differing:
+                raise PbtError(f"{path / RESULTS} holds results made with other settings ({', '.join(differing)}); "
+                               "pass --overwrite to replace them, or choose another --out")
+            if previous.get("status", "complete") == "complete":
+                run.reused = {**previous, "reused": True}
+                return run
+    return run
 
 
 def write_results(folder: Path, *, eval_name: str, config: Any, metrics: dict[str, Any],
                   samples: list[dict[str, Any]], models: dict[str, Any], seeds: dict[str, Any],
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a finished evaluation in one go (for callers that do not resume, e.g. tests of old layouts)."""
     folder.mkdir(parents=True, exist_ok=True)
     results = base_manifest(f"eval {eval_name}", config)
-    results.update(eval=eval_name, metrics=metrics, n=len(samples), seeds=seeds, models=models,
-                   settings=eval_settings(config), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
-    write_jsonl(folder / "samples.jsonl", samples)
-    write_json(folder / "results.json", results)
+    results.update(eval=eval_name, status="complete", metrics=metrics, n=len(samples), seeds=seeds, models=models,
+                   settings=eval_settings(config), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                   outputs=list(EVAL_OUTPUTS), **(extra or {}))
+    write_jsonl(folder / SAMPLES, samples)
+    write_json(folder / RESULTS, results)
     return results
 
 

@@ -1,10 +1,11 @@
 """`pbt eval team`: two models answer together in a `standard` dialogue, in both speaking orders.
 
 The dialogue is `pbt generate`'s machinery with `--split eval` (one path, the standard persona),
-greedy, `max_turns` 4 and both-first by default. Order "xy" has model X speak first (agent A) and
-Y second; "yx" swaps them. Per order: each model's accuracy at its first answer and at the end,
-team accuracy (mean of the two final correctness values per question), how often the final answers
-agree; and the order gap, team accuracy of xy minus yx (SPEC.md section 7).
+greedy with at least 8 new tokens, `max_turns` 4 and both-first by default. Order "xy" has model X
+speak first (agent A) and Y second; "yx" swaps them. Per order: each model's accuracy at its first
+answer and at the end, team accuracy (mean of the two final correctness values per question), how
+often the final answers agree; and the order gap, team accuracy of xy minus yx (docs/method.md §6.4).
+The answers are read by X's base unless `--extractor-model` names another reader.
 
 Metrics are computed from the stored samples alone, so `--rescore samples.jsonl` reproduces them.
 """
@@ -20,12 +21,13 @@ from pbt_cli.data.answers import NONE, is_correct, same_answer
 from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.data.trees import answer_as_heard, is_blind_opening, resolve_step
 from pbt_cli.errors import PbtError, require_at_least
-from pbt_cli.evals.results import metric, paired_difference, prior_results, results_folder, write_results
+from pbt_cli.evals.results import extractor_identity, metric, model_paths, open_eval, paired_difference
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.pipeline.dialogue import DialogueRoles, DialogueSettings, expand_trees
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
+from pbt_cli.tracking import TrackingOptions
 
 ORDERS = ("xy", "yx")
 
@@ -34,7 +36,7 @@ ORDERS = ("xy", "yx")
 class TeamConfig:
     model_x: ModelSpec
     model_y: ModelSpec
-    extractor: ModelSpec | None = None  # default: model X, the same extractor for both orders
+    extractor: ModelSpec | None = None  # default: model X's base, the same extractor for both orders
     questions: str = "embedded:validation"
     limit: int | None = 1000
     seed: int = 42
@@ -42,14 +44,18 @@ class TeamConfig:
     both_first: bool = True
     orders: tuple[str, ...] = ORDERS
     max_new_tokens: int = 80
+    min_new_tokens: int = 8
     extraction_max_new_tokens: int = 16
     out: Path = Path("results")
     backend: BackendOptions = field(default_factory=BackendOptions)
     overwrite: bool = False
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
 
     def __post_init__(self) -> None:
         require_at_least("--limit", self.limit)
         require_at_least("--max-turns", self.max_turns, 2)
+        require_at_least("--extraction-max-new-tokens", self.extraction_max_new_tokens)
+        self.sampling()  # checks the ranges before any model loads
         bad = [o for o in self.orders if o not in ORDERS]
         if bad or not self.orders:
             raise PbtError(f"--orders takes xy, yx or both, got {', '.join(bad) or 'nothing'}")
@@ -57,6 +63,9 @@ class TeamConfig:
     @property
     def name(self) -> str:
         return f"{self.model_x.display_name}__{self.model_y.display_name}"
+
+    def sampling(self) -> Sampling:
+        return Sampling(temperature=0.0, max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
 
 
 def dialogue_samples(trees: Sequence[Any], order: str) -> list[dict[str, Any]]:
@@ -123,44 +132,47 @@ def team_metrics(samples: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, 
     return metrics
 
 
-def run_team_dialogues(cfg: TeamConfig, x: Generator, y: Generator, extractor: Generator,
+def run_team_dialogues(cfg: TeamConfig, questions: Sequence[Any], x: Generator, y: Generator, extractor: Generator,
                        progress: ProgressSink = NULL_PROGRESS) -> list[dict[str, Any]]:
-    questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed)
+    """Both speaking orders for a chunk of questions; one sample per question and order."""
     settings = DialogueSettings(max_turns=cfg.max_turns, both_first=cfg.both_first, split="eval",
-                                sampling=Sampling(temperature=0.0, max_new_tokens=cfg.max_new_tokens),
+                                sampling=cfg.sampling(),
                                 extraction=Sampling(temperature=0.0, max_new_tokens=cfg.extraction_max_new_tokens),
                                 seed=cfg.seed)
     by_name = {"x": x, "y": y}
     samples = []
-    progress.start("turns", "team turns")
     for order in cfg.orders:
         roles = DialogueRoles(agents={"A": by_name[order[0]], "B": by_name[order[1]]}, extractor=extractor)
         trees = expand_trees(questions, roles, settings, progress=progress)
         samples.extend(dialogue_samples(trees, order))
+    for sample in samples:
+        sample.update(score_sample(sample))
     return samples
 
 
 def run_team(cfg: TeamConfig, *, pool: GeneratorPool | None = None,
              progress: ProgressSink = NULL_PROGRESS) -> tuple[dict[str, Any], Path]:
-    folder = results_folder(cfg.out, "team", cfg.name)
-    previous = prior_results(folder, cfg, overwrite=cfg.overwrite)
-    if previous is not None:
-        return previous, folder
-    pool = pool or GeneratorPool(cfg.backend)
-    extractor_spec = cfg.extractor or cfg.model_x
-    pool.plan([cfg.model_x, cfg.model_y, extractor_spec])
-    x, y, extractor = pool.get(cfg.model_x), pool.get(cfg.model_y), pool.get(extractor_spec)
-    samples = run_team_dialogues(cfg, x, y, extractor, progress)
-    for sample in samples:
-        sample.update(score_sample(sample))
-    results = write_results(folder, eval_name="team", config=cfg, metrics=team_metrics(samples, cfg.seed),
-                            samples=samples,
-                            models={"x": x.describe(), "y": y.describe(), "extractor": extractor.describe()},
-                            seeds={"questions": cfg.seed, "bootstrap": cfg.seed},
-                            extra={"questions": cfg.questions, "orders": list(cfg.orders),
-                                   "chat_template_hash": {"x": x.describe().get("chat_template_hash"),
-                                                          "y": y.describe().get("chat_template_hash")}})
-    return results, folder
+    inputs = [cfg.questions, *model_paths(cfg.model_x, cfg.model_y, cfg.extractor)]
+    with open_eval(cfg.out, "team", cfg.name, cfg, inputs=inputs, overwrite=cfg.overwrite) as run:
+        if run.reused:
+            return run.reused, run.path
+        questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed)
+        pool = pool or GeneratorPool(cfg.backend)
+        pool.plan([cfg.model_x, cfg.model_y] + ([cfg.extractor] if cfg.extractor else []))
+        x, y = pool.get(cfg.model_x), pool.get(cfg.model_y)
+        extractor = pool.get(cfg.extractor) if cfg.extractor else pool.base_of(cfg.model_x)
+        for chunk in run.chunks(questions, samples_per_item=len(cfg.orders), progress=progress):
+            run.append(run_team_dialogues(cfg, chunk, x, y, extractor))
+        samples = run.samples()
+        results = run.finish(metrics=team_metrics(samples, cfg.seed),
+                             models={"x": x.describe(), "y": y.describe(), "extractor": extractor.describe()},
+                             extractor=extractor_identity(extractor),
+                             seeds={"questions": cfg.seed, "bootstrap": cfg.seed},
+                             extra={"questions": cfg.questions, "orders": list(cfg.orders),
+                                    "chat_template_hash": {"x": x.describe().get("chat_template_hash"),
+                                                           "y": y.describe().get("chat_template_hash")}})
+        run.track(results, samples)
+        return results, run.path
 
 
 def rescore(samples_path: Path) -> dict[str, Any]:

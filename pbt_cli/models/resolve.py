@@ -57,6 +57,19 @@ class ResolvedModel:
     def is_local(self) -> bool:
         return Path(self.base).exists()
 
+    def identity(self, chat_template_hash: str | None, *, adapter_off: bool = False) -> dict[str, Any]:
+        """Who reads or answers, in a form two runs can compare (results record it; `pbt eval report`
+        refuses to compare results read by different extractors): the base by its canonical name
+        (hub id or absolute path), its revision, the adapter (None when switched off) and the chat
+        template's hash."""
+        if self.kind == "adapter":
+            base = canonical_name(self.adapter_base_name or self.base)
+            adapter = None if adapter_off else canonical_name(str(self.adapter))
+        else:
+            base, adapter = canonical_name(self.spec.name), None
+        revision = self.base_revision if self.kind == "adapter" else self.spec.revision
+        return {"name": base, "revision": revision, "adapter": adapter, "chat_template_hash": chat_template_hash}
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.spec.name,
@@ -69,6 +82,15 @@ class ResolvedModel:
             "chat_template_override": str(self.spec.chat_template) if self.spec.chat_template else None,
             "quantization": self.spec.load.quantization.label,
         }
+
+
+def canonical_name(name: str) -> str:
+    """A model's name as other tools know it: a short name's hub id, a local path made absolute, a hub id as is."""
+    path = Path(name).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    entry = registry.lookup(name) if registry.is_short_name_shape(name) else None
+    return entry.hub_id if entry else name
 
 
 def looks_like_path(name: str) -> bool:

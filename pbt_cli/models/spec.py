@@ -8,6 +8,7 @@ from pathlib import Path
 from pbt_cli.errors import PbtError, require_one_of
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+SERVED_PREFIX = "openai:"  # a model behind an OpenAI-compatible server: `openai:MODEL_ID[@BASE_URL]`
 DEVICE_MAPS = ("auto", "cpu", "cuda")
 QUANT_TYPES = ("nf4", "fp4")
 
@@ -93,11 +94,30 @@ class ModelSpec:
 
     @property
     def display_name(self) -> str:
-        """A short name for folders and tables: the last path component, plus the adapter's if any."""
-        base = Path(self.name).name if self.name.endswith(".gguf") else self.name.rstrip("/").split("/")[-1]
+        """A short name for folders and tables: the last path component (of the normalised path, so
+        `runs/x/..` is `runs`), plus the adapter's if any."""
+
+        def last_part(name: str) -> str:
+            path = Path(name).expanduser()
+            if path.exists() or name.startswith(("/", ".", "~")):
+                return path.resolve().name or "model"
+            return name.rstrip("/").split("/")[-1]
+
+        base = last_part(self.name)
+        if self.name.startswith(SERVED_PREFIX):
+            base = last_part(self.name[len(SERVED_PREFIX):].split("@", 1)[0])
         if self.adapter:
-            return f"{base}+{Path(self.adapter).name}"
+            return f"{base}+{last_part(self.adapter)}"
         return base
+
+    @property
+    def is_served(self) -> bool:
+        """A model behind an OpenAI-compatible server (`openai:MODEL_ID[@BASE_URL]`)."""
+        return self.name.startswith(SERVED_PREFIX)
+
+    def local_paths(self) -> list[str]:
+        """The files and folders on this machine the spec reads (an output must never overwrite them)."""
+        return [str(p) for p in (self.name, self.adapter, self.chat_template) if p and Path(p).expanduser().exists()]
 
     def cache_key(self) -> tuple:
         """Two specs with the same key are served by one loaded model."""

@@ -33,7 +33,7 @@ from pbt_cli.data.trees import (
     other_agent,
     resolve_step,
 )
-from pbt_cli.models.backends.base import Generator, Sampling
+from pbt_cli.models.backends.base import Generator, Sampling, seeded
 from pbt_cli.models.chat import Conversation
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
@@ -129,9 +129,12 @@ def new_tree(question: Question, settings: DialogueSettings, models: dict) -> Tr
 
 
 def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: DialogueSettings, *,
-                 models: dict | None = None, seed_offset: int = 0,
-                 progress: ProgressSink = NULL_PROGRESS) -> list[Tree]:
-    """Grow one tree per question, all at once, level by level; returns the finished trees in order."""
+                 models: dict | None = None, progress: ProgressSink = NULL_PROGRESS) -> list[Tree]:
+    """Grow one tree per question, all at once, level by level; returns the finished trees in order.
+
+    Every sampled turn has its own seed, from the run's seed, the tree, the turn it answers and
+    its persona (docs/method.md §2.7), so a tree does not depend on which trees share its batch.
+    """
     trees = [new_tree(q, settings, models or {}) for q in questions]
     rngs = {t.tree_id: random.Random(f"{settings.seed}:{t.tree_id}") for t in trees}
     frontier = [_Open(tree=t, parent=t.root, state={"A": "NONE", "B": "NONE"}) for t in trees]
@@ -140,15 +143,17 @@ def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: 
             break
         speaker = agent_at_level(level)
         requests: list[tuple[_Open, str, Conversation]] = []
+        samplings: list[Sampling] = []
         for branch in frontier:
             path = branch.tree.path_to(branch.parent.id)
             for persona in personas_for(level, settings.split, rngs[branch.tree.tree_id]):
                 view = agent_view(branch.tree.question.question, path, speaker, persona, settings.both_first)
                 requests.append((branch, persona, view))
+                samplings.append(seeded(settings.sampling, settings.seed, branch.tree.tree_id, branch.parent.id,
+                                        persona))
         generator = roles.agents[speaker]
         before = generator.usage.generated_tokens
-        sampling = settings.sampling.with_seed(settings.seed + seed_offset + level)
-        replies = generator.chat([view for _, _, view in requests], sampling)
+        replies = generator.chat([view for _, _, view in requests], samplings)
         texts = [trim_unfinished_sentence(reply) for reply in replies]
         extractions = roles.extractor.chat(
             [extraction_conversation(b.tree.question.question, text) for (b, _, _), text in zip(requests, texts,

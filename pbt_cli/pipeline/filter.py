@@ -1,13 +1,13 @@
-"""`pbt filter`: from dialogue trees to preference pairs (SPEC.md section 4, with section 9's fixes).
+"""`pbt filter`: from dialogue trees to preference pairs (docs/method.md §3, with §8's fixes).
 
 Pure functions do the method (unify, score, pair, kind, split); `run_filter` reads trees, asks the
-optional judge in two batched calls, and writes `train.jsonl`, `valid.jsonl`, `test.jsonl` and a
-`manifest.json` into a staging folder that replaces `--out` only when complete.
+optional judge in batched calls (its replies kept in `judge_cache.jsonl` as they come, so a killed
+run does not ask again), and writes `train.jsonl`, `valid.jsonl`, `test.jsonl` and a
+`manifest.json` into a staging folder whose contents replace the earlier pairs only when complete.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,10 +15,12 @@ from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from pbt_cli.artifacts import MANIFEST, base_manifest, reusable_output, sha256_file, staged_folder, write_json
-from pbt_cli.config import to_plain
+from pbt_cli import stops
+from pbt_cli.artifacts import MANIFEST, base_manifest, sha256_file
+from pbt_cli.config import stable_hash, to_plain
 from pbt_cli.data.answers import is_correct, is_special, same_answer
-from pbt_cli.data.pairs import KINDS, SPLITS, PreferencePair, write_pairs
+from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl
+from pbt_cli.data.pairs import KINDS, SPLIT_FILES, SPLITS, PreferencePair, assistant_message, write_pairs
 from pbt_cli.data.prompts import (
     EVAL_PERSONA,
     parse_stance,
@@ -31,7 +33,9 @@ from pbt_cli.data.trees import AGENTS, Tree, Turn, other_agent, read_trees, reso
 from pbt_cli.errors import PbtError
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
+from pbt_cli.models.chat import Conversation
 from pbt_cli.models.spec import ModelSpec
+from pbt_cli.outputs import OutputFolder, claim_output, read_json_manifest, require_complete, require_stage
 from pbt_cli.pipeline.dialogue import agent_view
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
@@ -48,6 +52,7 @@ class FilterConfig:
     valid_fraction: float = 0.15
     test_fraction: float = 0.15
     overwrite: bool = False
+    allow_partial: bool = False  # use the trees of an unfinished `pbt generate` run
     backend: BackendOptions = field(default_factory=BackendOptions)
 
     def __post_init__(self) -> None:
@@ -94,14 +99,9 @@ def score_tree(tree: Tree, unified: dict[int, dict[str, str]]) -> ScoredTree:
     aliases = tree.question.normalized_aliases
     correct = {tid: {agent: is_correct(ans[agent], aliases) for agent in AGENTS} for tid, ans in unified.items()}
     own = {tid: int(flags["A"]) + int(flags["B"]) for tid, flags in correct.items()}
-    by_id = {t.id: t for t in tree.turns}
     subtree: dict[int, int] = {}
-
-    def total(turn_id: int) -> int:
-        subtree[turn_id] = own[turn_id] + sum(total(child) for child in by_id[turn_id].children)
-        return subtree[turn_id]
-
-    total(tree.root.id)
+    for turn in reversed(tree.depth_first()):  # children before parents, without recursion (deep chains)
+        subtree[turn.id] = own[turn.id] + sum(subtree[child] for child in turn.children)
     return ScoredTree(tree=tree, answers=unified, correct=correct, own=own, subtree=subtree)
 
 
@@ -122,7 +122,7 @@ class Candidate:
 
 
 def sibling_pairs(scored: ScoredTree, margin: float, removed: Counter) -> list[Candidate]:
-    """Pairs of siblings by the margin rule (inclusive, SPEC.md 4.4 and 9), each unordered pair once."""
+    """Pairs of siblings by the margin rule (inclusive, docs/method.md §3.5 and §8), each unordered pair once."""
     tree = scored.tree
     found: list[Candidate] = []
     for parent in tree.turns:
@@ -147,7 +147,7 @@ def sibling_pairs(scored: ScoredTree, margin: float, removed: Counter) -> list[C
 
 
 def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
-    """resist / accept / None, from the responder's view (SPEC.md 4.5)."""
+    """resist / accept / None, from the responder's view (docs/method.md §3.6)."""
     tree = scored.tree
     responder = chosen.agent
     persuader = other_agent(responder)
@@ -165,9 +165,10 @@ def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
     rejected_ok = scored.correct[rejected.id][responder]
     if not chosen_ok or rejected_ok:
         return None
-    # a persuader who is right is not a wrong persuasion, even in other words ("JFK" after "John F. Kennedy")
-    if previous_ok and not persuasion_ok and not is_special(persuasion) and not same_answer(persuasion, previous) \
-            and persuasion != previous:
+    # The persuader's answer differs from the responder's correct one: a wrong answer, or NONE (which is
+    # never correct and never the same as another answer). A persuader who is right, even in other
+    # words ("JFK" after "John F. Kennedy"), is not a wrong persuasion.
+    if previous_ok and not persuasion_ok and not same_answer(persuasion, previous):
         return "resist"
     if not previous_ok and persuasion_ok:
         return "accept"
@@ -214,7 +215,8 @@ def build_pair(scored: ScoredTree, candidate: Candidate, split: str) -> Preferen
         previous = scored.answers[parent.parent][responder]
     return PreferencePair(
         pair_id=f"{tree.tree_id}:{chosen.id}>{rejected.id}", tree_id=tree.tree_id, split=split, kind=candidate.kind,
-        responder=responder, level=chosen.level, prompt=prompt, chosen=chosen.text, rejected=rejected.text,
+        responder=responder, level=chosen.level, prompt=prompt, chosen=assistant_message(chosen.text),
+        rejected=assistant_message(rejected.text),
         question=tree.question.question, gold_aliases=list(tree.question.normalized_aliases),
         answers={"chosen": scored.answers[chosen.id][responder], "rejected": scored.answers[rejected.id][responder],
                  "persuader": None if parent.is_root else scored.answers[parent.id][other_agent(responder)],
@@ -287,23 +289,108 @@ class FilterResult:
     reused: bool = False
 
 
+FILTER_OUTPUTS = (*SPLIT_FILES, MANIFEST, "README.md", "judge_cache.jsonl")
+JUDGE_CACHE = "judge_cache.jsonl"
+JUDGE_CHUNK = 256  # judge queries per call, each call's replies kept before the next
+
+
 def _inputs_digest(trees_path: Path) -> dict[str, str]:
     return {str(p.name): sha256_file(p) for p in tree_files(trees_path)}
 
 
+def trees_manifests(trees_path: Path) -> dict[str, dict[str, Any]]:
+    """The `pbt generate` manifests of the trees given (none for reference-format trees or bare files)."""
+    folder = trees_path if trees_path.is_dir() else trees_path.parent
+    manifests = {}
+    for file in tree_files(trees_path):
+        if file.suffix != ".jsonl":
+            continue
+        name = MANIFEST if file.name == "trees.jsonl" else file.name.replace("trees-", "manifest-").replace(
+            ".jsonl", ".json")
+        path = folder / name
+        if path.is_file():
+            manifest = read_json_manifest(path)
+            if manifest.get("stage") != "generate":
+                raise PbtError(f"--trees {trees_path}: {path} is the manifest of `pbt {manifest.get('stage')}`, not "
+                               "of `pbt generate`; give the --out folder of `pbt generate`")
+            manifests[name] = manifest
+    return manifests
+
+
+def check_trees_input(trees_path: Path, allow_partial: bool) -> bool:
+    """Refuse the trees of an unfinished `pbt generate` run unless --allow-partial; True when partial."""
+    partial = False
+    for name, manifest in trees_manifests(trees_path).items():
+        partial |= require_complete(manifest, trees_path, f"--trees ({name})", allow_partial=allow_partial)
+    return partial
+
+
+class JudgeCache:
+    """The judge's replies by request, appended to `judge_cache.jsonl` in --out after every call.
+
+    A rerun (after a kill, or with another margin) asks the judge only what it has not answered.
+    The key covers the judge's identity, the prompt texts, the conversation and the sampling.
+    """
+
+    def __init__(self, path: Path, judge: Generator) -> None:
+        self.path = path
+        self.judge = judge
+        self.identity = stable_hash({"judge": judge.describe(), "prompts": prompts_hash()})
+        self.replies: dict[str, str] = {}
+        if path.is_file():
+            drop_unfinished_last_line(path)  # a run killed mid-write
+            self.replies = {r["key"]: r["reply"] for _, r in read_jsonl(path, what="the judge's cache")
+                            if isinstance(r, dict) and "key" in r and "reply" in r}
+        self.asked = 0
+        self.usage = judge.usage
+
+    def chat(self, conversations: list[Conversation], sampling: Sampling) -> list[str]:
+        keys = [stable_hash([self.identity, conversation, sampling.to_dict()]) for conversation in conversations]
+        missing = sorted({key: i for i, key in enumerate(keys) if key not in self.replies}.items(), key=lambda x: x[1])
+        with jsonl_writer(self.path, append=True, flush=True) as writer:
+            for start in range(0, len(missing), JUDGE_CHUNK):
+                chunk = missing[start: start + JUDGE_CHUNK]
+                replies = self.judge.chat([conversations[i] for _, i in chunk], sampling)
+                for (key, _), reply in zip(chunk, replies, strict=True):
+                    self.replies[key] = reply
+                    writer.write({"key": key, "reply": reply})
+                self.asked += len(chunk)
+                stops.check()
+        return [self.replies[key] for key in keys]
+
+    def describe(self) -> dict[str, Any]:
+        return self.judge.describe()
+
+
+def filter_settings(cfg: FilterConfig) -> dict[str, Any]:
+    return to_plain({"margin": cfg.margin, "judge": cfg.judge.name if cfg.judge else None, "seed": cfg.seed,
+                     "valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction,
+                     "inputs": _inputs_digest(cfg.trees),
+                     # the pairs' prompts carry the standard persona's text; the judge, its own prompts
+                     "prompts": prompts_hash()})
+
+
 def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
                progress: ProgressSink = NULL_PROGRESS) -> FilterResult:
-    settings = to_plain({"margin": cfg.margin, "judge": cfg.judge.name if cfg.judge else None, "seed": cfg.seed,
-                         "valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction,
-                         "inputs": _inputs_digest(cfg.trees),
-                         # the pairs' prompts carry the standard persona's text; the judge, its own prompts
-                         "prompts": prompts_hash()})
-    previous = reusable_output(cfg.out, "filter", settings, overwrite=cfg.overwrite)
-    if previous is not None:
-        return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],
-                            trees=previous["trees"], pairs_considered=previous.get("pairs_considered", 0),
-                            reused=True)
+    partial = check_trees_input(cfg.trees, cfg.allow_partial)
+    settings = filter_settings(cfg)
+    inputs = [cfg.trees, *(cfg.judge.local_paths() if cfg.judge else [])]
+    with claim_output(cfg.out, "filter", outputs=FILTER_OUTPUTS, inputs=inputs, overwrite=cfg.overwrite) as folder:
+        previous = folder.previous
+        if previous is not None and not cfg.overwrite:
+            differing = folder.differing_settings(settings)
+            if differing:
+                raise PbtError(f"--out {cfg.out} holds pairs made with other settings ({', '.join(differing)}); "
+                               "choose another folder or pass --overwrite to replace them")
+            if previous.get("status") == "complete":
+                return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],
+                                    trees=previous["trees"], pairs_considered=previous.get("pairs_considered", 0),
+                                    reused=True)
+        return _filter(cfg, folder, settings, partial, pool, progress)
 
+
+def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], partial: bool,
+            pool: GeneratorPool | None, progress: ProgressSink) -> FilterResult:
     trees = sorted(read_trees(cfg.trees), key=lambda t: t.tree_id)
     if not trees:
         raise PbtError(f"--trees {cfg.trees} holds no trees")
@@ -315,9 +402,9 @@ def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
         seen.add(tree.tree_id)
     progress.start("filter", "scoring trees", total=len(trees))
     resolved = {tree.tree_id: resolve_answers(tree) for tree in trees}
-    judge = None
+    judge: JudgeCache | None = None
     if cfg.judge is not None:
-        judge = (pool or GeneratorPool(cfg.backend)).get(cfg.judge)
+        judge = JudgeCache(folder.path / JUDGE_CACHE, (pool or GeneratorPool(cfg.backend)).get(cfg.judge))
     judged_same = judge_same_answers(trees, resolved, judge) if judge else {}
 
     removed: Counter = Counter()
@@ -354,11 +441,12 @@ def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
 
     manifest = base_manifest("filter", cfg, timestamp=False)
     manifest.update(status="complete", settings=settings, counts=counts, removed=dict(sorted(removed.items())),
-                    trees=tree_counts, pairs_considered=considered, judge=judge.describe() if judge else None)
-    with staged_folder(cfg.out, overwrite=True) as staging:
+                    trees=tree_counts, pairs_considered=considered, judge=judge.describe() if judge else None,
+                    partial_input=partial)
+    with folder.staging() as staging:
         for split, pairs in pairs_by_split.items():
             write_pairs(staging / f"{split}.jsonl", pairs)
-        write_json(staging / MANIFEST, manifest)
+    folder.install(staging, manifest, keep=(JUDGE_CACHE,))
     return FilterResult(out=cfg.out, counts=counts, removed=dict(removed), trees=tree_counts,
                         pairs_considered=considered)
 
@@ -372,15 +460,13 @@ def summary_rows(result: FilterResult) -> list[list[Any]]:
     return rows
 
 
-def pairs_manifest_hash(pairs_folder: Path) -> str:
-    path = pairs_folder / MANIFEST
-    if not path.is_file():
-        raise PbtError(f"--pairs {pairs_folder} has no {MANIFEST}; give the --out folder of `pbt filter`")
-    return sha256_file(path)[:16]
-
-
 def read_pairs_manifest(pairs_folder: Path) -> dict[str, Any]:
-    path = pairs_folder / MANIFEST
-    if not path.is_file():
-        raise PbtError(f"--pairs {pairs_folder} has no {MANIFEST}; give the --out folder of `pbt filter`")
-    return json.loads(path.read_text())
+    """The manifest of a `pbt filter` output (refusing anything else, and unfinished pairs)."""
+    manifest = require_stage(pairs_folder, "filter", "--pairs")
+    require_complete(manifest, pairs_folder, "--pairs")
+    return manifest
+
+
+def pairs_manifest_hash(pairs_folder: Path) -> str:
+    read_pairs_manifest(pairs_folder)
+    return sha256_file(pairs_folder / MANIFEST)[:16]

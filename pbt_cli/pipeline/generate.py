@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbt_cli.artifacts import base_manifest, check_output_folder, write_json
+from pbt_cli import stops
+from pbt_cli.artifacts import base_manifest
 from pbt_cli.config import to_plain
 from pbt_cli.data.jsonl import jsonl_writer
 from pbt_cli.data.prompts import PROMPTS_VERSION, prompts_hash
@@ -24,6 +25,7 @@ from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Sampling
 from pbt_cli.models.spec import ModelSpec
+from pbt_cli.outputs import TRACKING, OutputFolder, claim_output
 from pbt_cli.pipeline.dialogue import SPLITS, DialogueRoles, DialogueSettings, expand_trees
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
@@ -107,32 +109,29 @@ class GenerateResult:
     seconds: float
 
 
-def prepare_output(cfg: GenerateConfig) -> tuple[set[str], int]:
-    """Check the output against the settings; returns finished question ids and the count of trees kept.
-
-    A partial last line (a crash mid-write) is cut off here so the append that follows starts clean.
-    """
-    check_output_folder(cfg.out)
+def claim(cfg: GenerateConfig) -> OutputFolder:
+    """Lock this shard's files in --out and check them against the settings (before any model loads)."""
     trees_path, manifest_path = cfg.output_paths()
-    if cfg.overwrite:
-        for path in (trees_path, manifest_path):
-            path.unlink(missing_ok=True)
-        return set(), 0
-    if manifest_path.is_file():
-        try:
-            previous = json.loads(manifest_path.read_text()).get("settings", {})
-        except json.JSONDecodeError:
-            raise PbtError(f"{manifest_path} is damaged (not valid JSON); pass --overwrite to start {trees_path} "
-                           "again, or restore the manifest") from None
-        current = cfg.content_settings()
-        differing = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
-        if differing:
-            raise PbtError(f"{trees_path} was made with other settings ({', '.join(differing)}); use another --out, "
-                           "or pass --overwrite to replace it")
-    elif trees_path.is_file() and trees_path.stat().st_size > 0:
-        raise PbtError(f"{trees_path} exists without its manifest; pass --overwrite to replace it, or use another --out")
+    inputs = [cfg.questions, *cfg.model_a.local_paths(), *cfg.model_b.local_paths(),
+              *cfg.extractor_spec.local_paths()]
+    folder = claim_output(cfg.out, "generate", outputs=(trees_path.name, manifest_path.name, "README.md", *TRACKING),
+                          inputs=inputs, overwrite=cfg.overwrite, manifest_name=manifest_path.name)
+    with folder.releasing_on_error():
+        if cfg.overwrite:
+            folder.remove_owned()
+        elif folder.previous is not None:
+            differing = folder.differing_settings(cfg.content_settings())
+            if differing:
+                raise PbtError(f"{trees_path} was made with other settings ({', '.join(differing)}); use another "
+                               "--out, or pass --overwrite to replace it")
+    return folder
+
+
+def finished_trees(trees_path: Path) -> set[str]:
+    """Question ids of the trees already in the file; a partial last line (a crash mid-write) is cut off
+    so the append that follows starts clean."""
     if not trees_path.is_file():
-        return set(), 0
+        return set()
     done: set[str] = set()
     with open(trees_path, "rb+") as handle:
         data = handle.read()
@@ -143,21 +142,27 @@ def prepare_output(cfg: GenerateConfig) -> tuple[set[str], int]:
             if line.strip():
                 try:
                     done.add(str(json.loads(line)["tree_id"]))
-                except (json.JSONDecodeError, KeyError):
+                except (json.JSONDecodeError, KeyError, UnicodeDecodeError):
                     raise PbtError(f"{trees_path} line {number} is damaged (not a tree record; two runs writing "
                                    "one file?); remove that line, or pass --overwrite to start again") from None
-    return done, len(done)
+    return done
 
 
 def run_generate(cfg: GenerateConfig, *, pool: GeneratorPool | None = None,
                  progress: ProgressSink = NULL_PROGRESS) -> GenerateResult:
+    with claim(cfg) as folder:
+        return _generate(cfg, folder, pool, progress)
+
+
+def _generate(cfg: GenerateConfig, folder: OutputFolder, pool: GeneratorPool | None,
+              progress: ProgressSink) -> GenerateResult:
     started = time.perf_counter()
+    trees_path, manifest_path = cfg.output_paths()
     questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed,
                                  shard_idx=cfg.shard_idx, num_shards=cfg.num_shards)
-    done, kept = prepare_output(cfg)
+    done = finished_trees(trees_path)
+    kept = len(done)
     todo = [q for q in questions if q.question_id not in done]
-    trees_path, manifest_path = cfg.output_paths()
-    cfg.out.mkdir(parents=True, exist_ok=True)
 
     pool = pool or GeneratorPool(cfg.backend)
     pool.plan([cfg.model_a, cfg.model_b, cfg.extractor_spec])
@@ -165,7 +170,6 @@ def run_generate(cfg: GenerateConfig, *, pool: GeneratorPool | None = None,
     manifest = base_manifest("generate", cfg)
     manifest.update(settings=cfg.content_settings(), prompts_version=PROMPTS_VERSION, status="running",
                     counts={"selected": len(questions), "trees": kept})
-    write_json(manifest_path, manifest)
     progress.start("trees", "trees", total=len(questions), completed=len(questions) - len(todo))
     progress.start("turns", "turns")
 
@@ -175,23 +179,26 @@ def run_generate(cfg: GenerateConfig, *, pool: GeneratorPool | None = None,
                               extractor=pool.get(cfg.extractor_spec))
         models = {"A": roles.agents["A"].describe(), "B": roles.agents["B"].describe(),
                   "extractor": roles.extractor.describe()}
+        folder.write_manifest(manifest)  # the models loaded: from here on there is a run to resume
         with jsonl_writer(trees_path, append=True, flush=True) as writer:  # each tree flushed as written
             for wave_start in range(0, len(todo), cfg.trees_per_batch):
                 wave = todo[wave_start: wave_start + cfg.trees_per_batch]
-                trees = expand_trees(wave, roles, settings, models=models, seed_offset=wave_start * settings.max_turns,
-                                     progress=progress)
+                trees = expand_trees(wave, roles, settings, models=models, progress=progress)
                 for tree in trees:
                     writer.write(tree.to_record())
                     written += 1
                     turns += len(tree.turns) - 1
+                folder.update_manifest(counts={"selected": len(questions), "trees": kept + written})
                 progress.advance("trees", len(trees))
+                stops.check()
     usage = pool.usage()
     seconds = time.perf_counter() - started
-    manifest.update(status="complete", counts={"selected": len(questions), "trees": kept + written,
-                                               "written_this_run": written, "turns_this_run": turns},
-                    generation={"generated_tokens": usage.generated_tokens, "sequences": usage.sequences,
-                                "seconds": round(seconds, 2)})
-    write_json(manifest_path, manifest)
+    if folder.written_manifest is None:
+        folder.write_manifest(manifest)
+    folder.update_manifest(status="complete", counts={"selected": len(questions), "trees": kept + written,
+                                                      "written_this_run": written, "turns_this_run": turns},
+                           generation={"generated_tokens": usage.generated_tokens, "sequences": usage.sequences,
+                                       "seconds": round(seconds, 2)})
     return GenerateResult(trees_path=trees_path, manifest_path=manifest_path, selected=len(questions),
                           already_done=len(questions) - len(todo), written=written, turns=turns,
                           generated_tokens=usage.generated_tokens, seconds=seconds)

@@ -1,9 +1,12 @@
-"""`pbt preprocess`: preference pairs rendered for one tokenizer (SPEC.md section 5).
+"""`pbt preprocess`: preference pairs rendered for one tokenizer (docs/method.md §4).
 
-Output (`--out`): a Hugging Face `DatasetDict` saved with `save_to_disk` (splits `train`, `valid`,
-`test`) and `manifest.json` recording the tokenizer (name, revision, chat-template hash) and the
-pairs' manifest hash, so `pbt sft`, `pbt dpo` and `pbt eval flipflop` can refuse data rendered for
-another tokenizer.
+Output (`--out`): one Parquet file per split, named as the Hugging Face Hub expects
+(`data/train-00000-of-00001.parquet`, `data/validation-...`, `data/test-...`; an empty split has
+no file), a dataset card (`README.md`) and `manifest.json` recording the tokenizer (name, revision,
+chat-template hash) and the pairs' manifest hash, so `pbt sft`, `pbt dpo` and `pbt eval flipflop`
+can refuse data rendered for another tokenizer. `datasets.load_dataset(OUT)` reads it, and TRL's
+trainers take its splits as they are. Folders written by earlier versions (`save_to_disk`) are
+still read.
 
 Rows keep both forms: the conversation (`prompt` as chat messages, `chosen` / `rejected` or
 `completion` as one assistant message each, the form TRL takes) and the rendered text
@@ -21,20 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbt_cli.artifacts import (
-    MANIFEST,
-    base_manifest,
-    read_manifest,
-    reusable_output,
-    staged_folder,
-    write_json,
-)
-from pbt_cli.config import stable_hash, to_plain
+from pbt_cli.artifacts import MANIFEST, base_manifest
+from pbt_cli.config import to_plain
 from pbt_cli.data.pairs import EVAL_LABELS, KINDS, PreferencePair, read_pairs
 from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.chat import encode, leading_bos_count, render, require_chat_template, template_hash
 from pbt_cli.models.spec import ModelSpec
-from pbt_cli.pipeline.filter import pairs_manifest_hash
+from pbt_cli.outputs import OutputFolder, claim_output, require_complete, require_stage
+from pbt_cli.pipeline.filter import pairs_manifest_hash, read_pairs_manifest
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
 FORMATS = ("dpo", "sft")
@@ -52,6 +49,7 @@ class PreprocessConfig:
     max_length: int = 1024
     max_prompt_length: int = 512
     seed: int = 42
+    balance: bool = True  # cut each kind to the smaller kind's count before mixing (the original's --balance)
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -93,7 +91,7 @@ def render_pair(tokenizer: Any, pair: PreferencePair) -> RenderedPair:
     prompt_text = render(tokenizer, pair.prompt)
     texts = []
     for response in (pair.chosen, pair.rejected):
-        full = render(tokenizer, [*pair.prompt, {"role": "assistant", "content": response}], complete=True)
+        full = render(tokenizer, [*pair.prompt, *response], complete=True)
         if not full.startswith(prompt_text):
             raise PbtError(f"pair {pair.pair_id}: the chat template renders the prompt differently once a reply "
                            "follows; pass a template that keeps the prompt a prefix with --chat-template")
@@ -117,22 +115,31 @@ def too_long(rendered: RenderedPair, cfg: PreprocessConfig) -> str | None:
     return None
 
 
-def mix_training_pairs(pairs: list[RenderedPair], mix: str, limit: int | None, seed: int) -> list[RenderedPair]:
-    """The training mix, shuffled with the seed (SPEC.md 5)."""
+def mix_training_pairs(pairs: list[RenderedPair], mix: str, limit: int | None, seed: int,
+                       balance: bool = True) -> list[RenderedPair]:
+    """The training mix, shuffled with the seed (docs/method.md §4.2).
+
+    Both kinds are cut to the smaller kind's count m (unless `balance` is off for a single-kind
+    mix): balanced = m accept + m resist pairs, accept-only = m accept pairs, resist-only = m resist
+    pairs, as in the original runs. `limit` then caps the total (an equal-size ablation).
+    """
     rng = random.Random(seed)
     by_kind = {kind: [p for p in pairs if p.pair.kind == kind] for kind in KINDS}
+    smaller = min(len(by_kind["accept"]), len(by_kind["resist"]))
+    counts = f"{len(by_kind['accept'])} accept and {len(by_kind['resist'])} resist pairs"
     if mix == "balanced":
-        size = min(len(by_kind["accept"]), len(by_kind["resist"]))
-        if size == 0:
-            raise PbtError(f"--mix balanced needs both kinds, but the train split has {len(by_kind['accept'])} accept "
-                           f"and {len(by_kind['resist'])} resist pairs; generate more trees or use --mix all")
-        if limit is not None:
-            size = min(size, limit // 2) or 1
+        if smaller == 0:
+            raise PbtError(f"--mix balanced needs both kinds, but the train split has {counts}; generate more trees "
+                           "or use --mix all")
+        size = smaller if limit is None else (min(smaller, limit // 2) or 1)
         chosen = rng.sample(by_kind["accept"], size) + rng.sample(by_kind["resist"], size)
     elif mix in KINDS:
-        chosen = list(by_kind[mix])
-        if not chosen:
+        if not by_kind[mix]:
             raise PbtError(f"--mix {mix} found no {mix} pairs in the train split")
+        if balance and smaller == 0:
+            raise PbtError(f"--mix {mix} is cut to the smaller kind's count (as the original runs were), but the train "
+                           f"split has {counts}; pass --no-balance to keep every {mix} pair")
+        chosen = rng.sample(by_kind[mix], smaller) if balance else list(by_kind[mix])
     else:
         chosen = list(pairs)
         if not chosen:
@@ -164,8 +171,7 @@ def _common_columns(rendered: RenderedPair) -> dict[str, Any]:
 
 def dpo_row(rendered: RenderedPair) -> dict[str, Any]:
     row = _common_columns(rendered)
-    row.update(chosen=[{"role": "assistant", "content": rendered.pair.chosen}],
-               rejected=[{"role": "assistant", "content": rendered.pair.rejected}],
+    row.update(chosen=rendered.pair.chosen, rejected=rendered.pair.rejected,
                chosen_text=rendered.chosen_text, rejected_text=rendered.rejected_text,
                chosen_tokens=rendered.chosen_tokens, rejected_tokens=rendered.rejected_tokens)
     return row
@@ -173,38 +179,85 @@ def dpo_row(rendered: RenderedPair) -> dict[str, Any]:
 
 def sft_row(rendered: RenderedPair) -> dict[str, Any]:
     row = _common_columns(rendered)
-    row.update(completion=[{"role": "assistant", "content": rendered.pair.chosen}],
+    row.update(completion=rendered.pair.chosen,
                completion_text=rendered.chosen_text, completion_tokens=rendered.chosen_tokens)
     return row
 
 
-def _dataset(rows: list[dict[str, Any]], template_row: dict[str, Any]) -> Any:
-    """A Dataset with a content fingerprint (so saving twice writes the same bytes)."""
+PREPROCESS_OUTPUTS = ("data", "README.md", MANIFEST)
+# The Hub's split names, and the names pbt's commands and pair files use for them.
+HUB_SPLITS = {"train": "train", "valid": "validation", "test": "test"}
+
+
+def split_file(split: str) -> str:
+    """Where a split lives inside a `pbt preprocess` folder (the Hub's default layout)."""
+    return f"data/{HUB_SPLITS.get(split, split)}-00000-of-00001.parquet"
+
+
+def features(format: str) -> Any:
+    """The columns of each layout, typed once so every file (empty or not) has the same schema."""
     import datasets
 
-    if rows:
-        dataset = datasets.Dataset.from_list(rows)
-    else:  # an empty split keeps the columns of the others
-        dataset = datasets.Dataset.from_list([template_row]).select([])
-    dataset._fingerprint = stable_hash(rows)  # datasets has no public setter; a random one would break idempotence
-    return dataset
+    text, count = datasets.Value("string"), datasets.Value("int64")
+    messages = [{"role": text, "content": text}]
+    columns: dict[str, Any] = {
+        "pair_id": text, "tree_id": text, "kind": text, "label": text, "question": text,
+        "gold_aliases": datasets.List(text), "persuader_answer": text, "responder_previous_answer": text,
+        "prompt": messages, "prompt_text": text, "prompt_tokens": count,
+    }
+    if format == "sft":
+        columns.update(completion=messages, completion_text=text, completion_tokens=count)
+    else:
+        columns.update(chosen=messages, rejected=messages, chosen_text=text, rejected_text=text, chosen_tokens=count,
+                       rejected_tokens=count)
+    return datasets.Features(columns)
+
+
+def write_split(path: Path, rows: list[dict[str, Any]], format: str) -> None:
+    import datasets
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    datasets.Dataset.from_list(rows, features=features(format)).to_parquet(str(path))
+
+
+def preprocess_settings(cfg: PreprocessConfig, identity: dict[str, Any]) -> dict[str, Any]:
+    return to_plain({"pairs_manifest": pairs_manifest_hash(cfg.pairs), "tokenizer": identity,
+                     "format": cfg.format, "mix": cfg.mix, "limit": cfg.limit, "max_length": cfg.max_length,
+                     "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed, "balance": cfg.balance})
 
 
 def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 0,
                    progress: ProgressSink = NULL_PROGRESS) -> PreprocessResult:
     from pbt_cli.models.loading import load_tokenizer
 
-    if tokenizer is None:
-        tokenizer = load_tokenizer(cfg.tokenizer, padding_side="right")
-    require_chat_template(tokenizer, cfg.tokenizer.name)
-    identity = tokenizer_identity(cfg.tokenizer, tokenizer)
-    settings = to_plain({"pairs_manifest": pairs_manifest_hash(cfg.pairs), "tokenizer": identity,
-                         "format": cfg.format, "mix": cfg.mix, "limit": cfg.limit, "max_length": cfg.max_length,
-                         "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed})
-    previous = reusable_output(cfg.out, "preprocess", settings, overwrite=cfg.overwrite)
-    if previous is not None and not show:
-        return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"], reused=True)
+    read_pairs_manifest(cfg.pairs)
+    inputs = [cfg.pairs, *cfg.tokenizer.local_paths()]
+    with claim_output(cfg.out, "preprocess", outputs=PREPROCESS_OUTPUTS, inputs=inputs,
+                      overwrite=cfg.overwrite) as folder:
+        if tokenizer is None:
+            tokenizer = load_tokenizer(cfg.tokenizer, padding_side="right")
+        require_chat_template(tokenizer, cfg.tokenizer.name)
+        identity = tokenizer_identity(cfg.tokenizer, tokenizer)
+        settings = preprocess_settings(cfg, identity)
+        previous = folder.previous
+        if previous is not None and not cfg.overwrite:
+            differing = folder.differing_settings(settings)
+            if differing:
+                raise PbtError(f"--out {cfg.out} holds datasets made with other settings ({', '.join(differing)}); "
+                               "choose another folder or pass --overwrite to replace them")
+            if previous.get("status") != "complete":
+                previous = None  # an interrupted run: make it again
+            elif not show:
+                return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"],
+                                        reused=True)
+        else:
+            previous = None
+        return _preprocess(cfg, folder, tokenizer, identity, settings, previous, show, progress)
 
+
+def _preprocess(cfg: PreprocessConfig, folder: OutputFolder, tokenizer: Any, identity: dict[str, Any],
+                settings: dict[str, Any], previous: dict[str, Any] | None, show: int,
+                progress: ProgressSink) -> PreprocessResult:
     dropped: dict[str, int] = {"prompt_longer_than_max_prompt_length": 0, "longer_than_max_length": 0}
     rendered: dict[str, list[RenderedPair]] = {}
     for split in ("train", "valid", "test"):
@@ -221,7 +274,7 @@ def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 
             kept.append(item)
         rendered[split] = kept
 
-    train = mix_training_pairs(rendered["train"], cfg.mix, cfg.limit, cfg.seed)
+    train = mix_training_pairs(rendered["train"], cfg.mix, cfg.limit, cfg.seed, cfg.balance)
     splits = {"train": train, "valid": balanced_eval_set(rendered["valid"], cfg.seed),
               "test": balanced_eval_set(rendered["test"], cfg.seed)}
     to_row = dpo_row if cfg.format == "dpo" else sft_row
@@ -237,36 +290,36 @@ def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 
         return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"],
                                 examples=examples, reused=True)
 
-    import datasets
+    from pbt_cli.cards import write_dataset_card
 
-    template = {"train": to_row(train[0]) if train else None}
-    any_dpo = next((dpo_row(item) for items in splits.values() for item in items), None)
-    dataset = datasets.DatasetDict({
-        split: _dataset(items, template["train"] if split == "train" and template["train"] else any_dpo)
-        for split, items in rows.items()
-    })
+    pairs_manifest = read_pairs_manifest(cfg.pairs)
     manifest = base_manifest("preprocess", cfg, timestamp=False)
     manifest.update(status="complete", settings=settings, tokenizer=identity, counts=counts, kinds=kinds,
-                    dropped=dropped, format=cfg.format, mix=cfg.mix)
-    with staged_folder(cfg.out, overwrite=True) as staging:
-        # one shard per split: datasets writes an empty split as zero shards, which it cannot load back
-        dataset.save_to_disk(str(staging), num_shards={split: 1 for split in dataset})
-        write_json(staging / MANIFEST, manifest)
+                    dropped=dropped, format=cfg.format, mix=cfg.mix,
+                    files={split: split_file(split) for split, items in rows.items() if items})
+    with folder.staging() as staging:
+        for split, items in rows.items():
+            if items:  # `datasets` cannot load a split whose only file is empty; the manifest counts it as 0
+                write_split(staging / split_file(split), items, cfg.format if split == "train" else "dpo")
+        write_dataset_card(staging, manifest, pairs_manifest)
+    folder.install(staging, manifest)
     return PreprocessResult(out=cfg.out, counts=counts, dropped=dropped, examples=examples)
+
+
 
 
 # --- what later stages use ---------------------------------------------------------------------------
 
 
 def read_data_manifest(folder: Path) -> dict[str, Any]:
-    manifest = read_manifest(folder)
-    if manifest is None or manifest.get("stage") != "preprocess":
-        raise PbtError(f"--data {folder} is not an output of `pbt preprocess` (no manifest.json from it)")
+    """The manifest of a `pbt preprocess` output (refusing anything else, and unfinished data)."""
+    manifest = require_stage(folder, "preprocess", "--data")
+    require_complete(manifest, folder, "--data")
     return manifest
 
 
 def check_same_tokenizer(data_folder: Path, manifest: dict[str, Any], spec: ModelSpec, tokenizer: Any) -> None:
-    """Refuse data rendered with another chat template than the model's (SPEC.md 5)."""
+    """Refuse data rendered with another chat template than the model's (docs/method.md §4.6)."""
     rendered_for = manifest.get("tokenizer") or {}
     ours = template_hash(tokenizer)
     if rendered_for.get("chat_template_hash") != ours:
@@ -278,12 +331,38 @@ def check_same_tokenizer(data_folder: Path, manifest: dict[str, Any], spec: Mode
 
 
 def load_split(folder: Path, split: str) -> Any:
+    """One split of a `pbt preprocess` folder as a `datasets.Dataset`, read into memory (no cache files).
+
+    `split` is train, valid (or validation) or test. A split with no file is empty (0 rows, the
+    same columns). Folders from earlier versions (`save_to_disk`) are read too.
+    """
     import datasets
 
+    split = "valid" if split == "validation" else split
+    if (folder / "dataset_dict.json").is_file():  # the layout before Parquet files
+        try:
+            data = datasets.load_from_disk(str(folder))
+        except (FileNotFoundError, ValueError, IndexError, OSError) as exc:
+            raise PbtError(f"--data {folder} cannot be read as a saved dataset ({str(exc).splitlines()[0]}); "
+                           "make it again with `pbt preprocess`") from None
+        if split not in data:
+            raise PbtError(f"--data {folder} has no {split!r} split (it has {', '.join(data)})")
+        return data[split]
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from datasets.table import InMemoryTable
+
+    manifest = read_data_manifest(folder)
+    layout = manifest.get("format", "dpo") if split == "train" else "dpo"
+    path = folder / split_file(split)
+    if not path.is_file():
+        if (manifest.get("counts") or {}).get(split):
+            raise PbtError(f"--data {folder}: {split_file(split)} is missing though the manifest counts "
+                           f"{manifest['counts'][split]} rows; make the data again with `pbt preprocess`")
+        return datasets.Dataset.from_dict({name: [] for name in features(layout)}, features=features(layout))
     try:
-        data = datasets.load_from_disk(str(folder))
-    except (FileNotFoundError, ValueError, IndexError) as exc:
-        raise PbtError(f"--data {folder} cannot be read as a saved dataset ({str(exc).splitlines()[0]})") from None
-    if split not in data:
-        raise PbtError(f"--data {folder} has no {split!r} split (it has {', '.join(data)})")
-    return data[split]
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise PbtError(f"--data {folder}: {split_file(split)} is not a readable Parquet file "
+                       f"({str(exc).splitlines()[0]}); make the data again with `pbt preprocess`") from None
+    return datasets.Dataset(InMemoryTable(table))

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pbt_cli.train.common import TrainConfig, run_training
+from pbt_cli.train.config import TrainConfig
+from pbt_cli.train.run import run_training
 
 
 def run_dpo(cfg: TrainConfig) -> dict[str, Any]:

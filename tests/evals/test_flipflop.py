@@ -32,7 +32,7 @@ from pbt_cli.evals.flipflop import (
     run_flipflop,
 )
 from pbt_cli.models.backends import GeneratorPool
-from pbt_cli.models.backends.base import Sampling
+from pbt_cli.models.backends.base import Sampling, request_seed
 from pbt_cli.models.backends.scripted import ScriptedGenerator
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.pipeline.preprocess import PreprocessConfig, read_data_manifest, run_preprocess
@@ -195,7 +195,8 @@ def test_one_generation_batch_and_one_extraction_batch():
     assert [len(call) for call in model.calls] == [10]
     assert [len(call) for call in reader.calls] == [10]
     assert [conversation for conversation, _ in model.calls[0]] == [r["prompt"] for r in rows(5)]
-    assert all(s == SAMPLING for _, s in model.calls[0])
+    # every pair is sampled with its own seed, from the run's seed and the pair's id (docs/method.md §2.10)
+    assert [s for _, s in model.calls[0]] == [SAMPLING.with_seed(request_seed(0, r["pair_id"])) for r in rows(5)]
     assert all(s.greedy and s.max_new_tokens == 16 for _, s in reader.calls[0])
 
 
@@ -299,7 +300,10 @@ def test_run_flipflop_on_a_preprocess_output(data_dir, tmp_path):
     assert [len(call) for call in model.calls] == [6] and [len(call) for call in reader.calls] == [6]
     for conversation, sampling in model.calls[0]:
         assert conversation[-1]["role"] == "user" and conversation[-1]["content"].endswith("change your mind.")
-        assert (sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.seed) == (0.7, 1.0, 80, 42)
+        assert (sampling.temperature, sampling.top_p, sampling.max_new_tokens, sampling.min_new_tokens) == (
+            0.7, 1.0, 80, 8)  # sampled as the trees' turns were
+    pair_ids = [json.loads(line)["pair_id"] for line in (folder / "samples.jsonl").read_text().splitlines()]
+    assert [s.seed for _, s in model.calls[0]] == [request_seed(42, pair_id) for pair_id in pair_ids]
 
     assert folder == tmp_path / "flipflop" / "model-x"
     stored = json.loads((folder / "results.json").read_text())

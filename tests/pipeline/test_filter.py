@@ -340,9 +340,9 @@ def test_pair_kind_from_the_responders_view():
         # A2 siblings: subtrees 2 + 2 + 1 = 5 vs 1 + 1 + 0 = 2, (5 - 2) / 5 = 0.6. Responder A: its
         # previous London (A0) wrong, persuader B1's Paris right, chosen right, rejected NONE -> accept.
         (7, 4, "accept"),
-        # Leaves under A2 NONE: 1 vs 0. B's previous Paris was right, but the persuader gave no
-        # answer, so this is no resist pair.
-        (5, 6, None),
+        # Leaves under A2 NONE: 1 vs 0. B's previous Paris was right and the persuader's NONE differs
+        # from it (NONE is never the same as an answer, docs/method.md §3.5): B keeping Paris resisted.
+        (5, 6, "resist"),
         # Leaves under A2 "paris.": 2 vs 1, (2 - 1) / 2 = 0.5. The persuader's answer is B's own:
         # nothing to resist, and B was not wrong before, so nothing to accept either.
         (8, 9, None),
@@ -446,7 +446,9 @@ def test_pair_prompt_is_the_responders_view_with_the_standard_persona(tmp_path):
     assert PERSONAS["standard"] in pair.prompt[0]["content"]
     assert PERSONAS["resist"] not in pair.prompt[0]["content"]
     assert PERSONAS["accept"] not in pair.prompt[0]["content"]
-    assert (pair.chosen, pair.rejected) == (text[5], text[6])
+    assert (pair.chosen, pair.rejected) == ([{"role": "assistant", "content": text[5]}],
+                                            [{"role": "assistant", "content": text[6]}])
+    assert (pair.chosen_text, pair.rejected_text) == (text[5], text[6])
     assert pair.to_record() | {"prompt": None, "chosen": None, "rejected": None} == {
         "pair_id": "resist:5>6", "tree_id": "resist", "split": "train", "kind": "resist", "responder": "B",
         "level": 3, "prompt": None, "chosen": None, "rejected": None, "question": PARIS["question"],

@@ -1,4 +1,4 @@
-"""`pbt preprocess`: pairs rendered with the tiny tokenizer's chat template (SPEC.md section 5).
+"""`pbt preprocess`: pairs rendered with the tiny tokenizer's chat template (docs/method.md §4).
 
 Pairs come from hand-built trees (the resist / accept shapes of test_filter.py, plus an "opening"
 tree whose single pair has no kind) run through the filter's own functions, then written per split
@@ -43,6 +43,7 @@ from pbt_cli.pipeline.filter import (
 from pbt_cli.pipeline.preprocess import (
     PreprocessConfig,
     check_same_tokenizer,
+    load_split,
     read_data_manifest,
     run_preprocess,
 )
@@ -150,10 +151,9 @@ def preprocess(pairs: Path, tokenizer_dir: Path, out: Path, **kwargs):
     return run_preprocess(PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, **kwargs))
 
 
-def load(out: Path):
-    import datasets
-
-    return datasets.load_from_disk(str(out))
+def load(out: Path) -> dict:
+    """Every split as pbt's later stages read it (empty splits included)."""
+    return {split: load_split(out, split) for split in SPLITS}
 
 
 def folder_bytes(folder: Path) -> dict[str, bytes]:
@@ -240,17 +240,19 @@ def test_format_columns_and_balanced_eval_sets(pairs_dir, tiny_model_dir, tmp_pa
             ("resist", "flip_correct_to_incorrect"): 3, ("accept", "flip_incorrect_to_correct"): 3}
 
 
-@pytest.mark.parametrize(("mix", "limit", "kinds"), [
-    ("balanced", None, {"resist": 3, "accept": 3}),  # 6 resist cut to the 3 accept
-    ("accept", None, {"accept": 3}),
-    ("resist", None, {"resist": 6}),
-    ("all", None, {"resist": 6, "accept": 3, "none": 1}),
-    ("balanced", 4, {"resist": 2, "accept": 2}),
-    ("all", 4, None),  # 4 of the 10, whichever the shuffle picks
-    ("resist", 2, {"resist": 2}),
+@pytest.mark.parametrize(("mix", "limit", "balance", "kinds"), [
+    # the original runs' sizes: both kinds cut to the smaller count m = 3 (6 resist, 3 accept in train)
+    ("balanced", None, True, {"resist": 3, "accept": 3}),
+    ("accept", None, True, {"accept": 3}),
+    ("resist", None, True, {"resist": 3}),
+    ("resist", None, False, {"resist": 6}),  # --no-balance keeps every pair of the kind
+    ("all", None, True, {"resist": 6, "accept": 3, "none": 1}),
+    ("balanced", 4, True, {"resist": 2, "accept": 2}),
+    ("all", 4, True, None),  # 4 of the 10, whichever the shuffle picks
+    ("resist", 2, True, {"resist": 2}),
 ])
-def test_mixes_and_limit(pairs_dir, tiny_model_dir, tmp_path, mix, limit, kinds):
-    result = preprocess(pairs_dir, tiny_model_dir, tmp_path / "out", mix=mix, limit=limit)
+def test_mixes_and_limit(pairs_dir, tiny_model_dir, tmp_path, mix, limit, balance, kinds):
+    result = preprocess(pairs_dir, tiny_model_dir, tmp_path / "out", mix=mix, limit=limit, balance=balance)
     train = load(tmp_path / "out")["train"]
     if kinds is not None:
         assert Counter(train["kind"]) == kinds
@@ -364,14 +366,15 @@ def test_rerun_is_byte_identical_and_other_settings_are_refused(pairs_dir, tiny_
     out = tmp_path / "out"
     first = preprocess(pairs_dir, tiny_model_dir, out)
     written = folder_bytes(out)
-    assert "manifest.json" in written and any(name.endswith(".arrow") for name in written)
+    assert {"manifest.json", "README.md", "data/train-00000-of-00001.parquet",
+            "data/validation-00000-of-00001.parquet", "data/test-00000-of-00001.parquet"} == set(written)
     assert not first.reused
 
     second = preprocess(pairs_dir, tiny_model_dir, out)
     assert second.reused and second.counts == first.counts
     assert folder_bytes(out) == written
 
-    # From scratch again: the same bytes, arrow files and dataset state included.
+    # From scratch again: the same bytes, Parquet files and card included.
     shutil.rmtree(out)
     again = preprocess(pairs_dir, tiny_model_dir, out)
     assert not again.reused
@@ -381,7 +384,7 @@ def test_rerun_is_byte_identical_and_other_settings_are_refused(pairs_dir, tiny_
         preprocess(pairs_dir, tiny_model_dir, out, mix="resist")
     assert folder_bytes(out) == written
     changed = preprocess(pairs_dir, tiny_model_dir, out, mix="resist", overwrite=True)
-    assert changed.counts["train"] == 6 and not changed.reused
+    assert changed.counts["train"] == 3 and not changed.reused  # resist-only: cut to the 3 accept pairs
 
 
 # --- the CLI --------------------------------------------------------------------------------------------
@@ -401,7 +404,7 @@ def test_cli_preprocess_missing_pairs_is_one_line(capsys, tmp_path, tiny_model_d
     result = run_cli(capsys, "preprocess", "--pairs", tmp_path / "nope", "--tokenizer", tiny_model_dir,
                      "--out", tmp_path / "data")
     assert result.exit_code == 2
-    assert len(result.stderr.strip().splitlines()) == 1 and "manifest.json" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "does not exist" in result.stderr
 
 
 def test_empty_eval_splits_can_be_loaded(tmp_path, tiny_model_dir):
@@ -413,3 +416,44 @@ def test_empty_eval_splits_can_be_loaded(tmp_path, tiny_model_dir):
     assert result.counts == {"train": 6, "valid": 0, "test": 0}
     data = load(tmp_path / "data")
     assert len(data["valid"]) == 0 and set(data["valid"].column_names) == DPO
+    assert not (tmp_path / "data" / "data" / "validation-00000-of-00001.parquet").exists()
+
+
+def test_the_folder_loads_with_load_dataset_and_trains_with_trl_as_it_is(pairs_dir, tiny_model_dir, tmp_path):
+    """Other tools read the folder: `datasets.load_dataset(FOLDER)` gives the Hub's split names."""
+    import datasets
+
+    preprocess(pairs_dir, tiny_model_dir, tmp_path / "out")
+    data = datasets.load_dataset(str(tmp_path / "out"))
+    assert set(data) == {"train", "validation", "test"}
+    assert [len(data[s]) for s in ("train", "validation", "test")] == [6, 6, 6]
+    assert data["train"][0]["chosen"][0]["role"] == "assistant"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert card.startswith("---\n") and "configs:" in card and "data/train-00000-of-00001.parquet" in card
+    assert "| train | 6 | 3 | 3 | 0 |" in card  # rows, resist, accept, no kind
+
+
+def test_pairs_load_with_load_dataset_json(pairs_dir):
+    """`pbt filter`'s folder is TRL's conversational preference format, readable by `datasets`."""
+    import datasets
+
+    data = datasets.load_dataset("json", data_dir=str(pairs_dir))
+    assert set(data) == {"train", "validation", "test"}
+    row = data["train"][0]
+    assert row["prompt"][-1]["role"] == "user"
+    assert row["chosen"] == [{"role": "assistant", "content": row["chosen"][0]["content"]}]
+
+
+def test_old_layouts_still_read(pairs_dir, tiny_model_dir, tmp_path):
+    """Pairs with plain-text replies (before the conversational format) render the same."""
+    old = tmp_path / "old-pairs"
+    shutil.copytree(pairs_dir, old)
+    for split in SPLITS:
+        lines = (old / f"{split}.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        for record in records:
+            record["chosen"], record["rejected"] = record["chosen"][0]["content"], record["rejected"][0]["content"]
+        (old / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    preprocess(old, tiny_model_dir, tmp_path / "from-old")
+    preprocess(pairs_dir, tiny_model_dir, tmp_path / "from-new")
+    assert load(tmp_path / "from-old")["train"]["chosen_text"] == load(tmp_path / "from-new")["train"]["chosen_text"]

@@ -26,7 +26,8 @@ from trainkit import (
 )
 
 from pbt_cli.models.spec import LoadOptions, ModelSpec, QuantizationSpec
-from pbt_cli.train.common import TrainConfig
+from pbt_cli.pipeline.preprocess import load_split, split_file, write_split
+from pbt_cli.train.config import TrainConfig
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -161,7 +162,6 @@ def model_without_unk(tiny_model_dir, tmp_path) -> Path:
 @pytest.mark.parametrize("pad_rule", ["unk", "eos"])
 def test_sft_labels_cover_the_completion_only_and_keep_the_eos(monkeypatch, tmp_path, tiny_model_dir, sft_data,
                                                                  request, pad_rule):
-    import datasets
 
     from pbt_cli.models.loading import apply_pad_policy
 
@@ -174,7 +174,7 @@ def test_sft_labels_cover_the_completion_only_and_keep_the_eos(monkeypatch, tmp_
     assert apply_pad_policy(tokenizer) == "own"  # already applied by load_tokenizer
     eos = tokenizer.eos_token_id
 
-    rows = datasets.load_from_disk(str(sft_data))["train"]
+    rows = load_split(sft_data, "train")
     by_text = {row["prompt_text"] + row["completion_text"]: row for row in rows}
     seen, padded = set(), 0
     for batch in trainer.get_train_dataloader():
@@ -330,10 +330,10 @@ def test_sft_resumes_from_the_last_checkpoint(capsys, monkeypatch, tmp_path, tin
         counter = StepCounter(patch, stop_at=3)  # interrupted during step 3, after checkpoint-2
         interrupted = run_cli(capsys, *args)
     assert interrupted.exit_code == 130, interrupted.stderr
-    assert says(interrupted.stderr, "rerun the same command to resume")
+    assert says(interrupted.stderr, "Resume with the same command")
     assert counter.calls == 3
     manifest = read_json(out / "manifest.json")
-    assert manifest["status"] == "running" and "global_step" not in manifest
+    assert manifest["status"] == "interrupted" and "global_step" not in manifest
     assert (out / "checkpoints" / "checkpoint-2" / "adapter_model.safetensors").is_file()
     assert not (out / "checkpoints" / "checkpoint-4").exists()
     assert not (out / "adapter_model.safetensors").exists()  # no final adapter from an unfinished run
@@ -530,18 +530,24 @@ def test_missing_data_folder(capsys, tmp_path, tiny_model_dir):
 
 
 def rewrite_splits(source: Path, target: Path, keep: dict) -> Path:
-    """A copy of a preprocessed folder (same manifest) whose splits are `keep[name](dataset)`."""
-    import datasets
-
-    data = datasets.load_from_disk(str(source))
-    new = datasets.DatasetDict({name: select(data[name]) for name, select in keep.items()})
-    new.save_to_disk(str(target), num_shards={name: 1 for name in new})
-    shutil.copy2(source / "manifest.json", target / "manifest.json")
+    """A copy of a preprocessed folder whose splits are `keep[name](dataset)` (the manifest counts them; a
+    split left out of `keep` keeps its count but loses its file)."""
+    manifest = json.loads((source / "manifest.json").read_text())
+    for split in ("train", "valid", "test"):
+        if split not in keep:
+            continue
+        rows = list(keep[split](load_split(source, split)))
+        manifest["counts"][split] = len(rows)
+        if rows:
+            layout = manifest["format"] if split == "train" else "dpo"
+            write_split(target / split_file(split), rows, layout)
+    target.mkdir(exist_ok=True)
+    (target / "manifest.json").write_text(json.dumps(manifest))
     return target
 
 
 @pytest.mark.parametrize(("case", "message"), [
-    ("no-train-split", "no 'train' split"),
+    ("no-train-split", "train-00000-of-00001.parquet is missing"),
     ("empty-train", "empty train split"),
 ])
 def test_data_without_training_rows(capsys, tmp_path, tiny_model_dir, sft_data, case, message):
@@ -570,9 +576,8 @@ def test_evaluation_needs_a_valid_split(capsys, tmp_path, tiny_model_dir, dpo_da
 
 
 def test_max_length_shorter_than_every_prompt(capsys, tmp_path, tiny_model_dir, sft_data):
-    import datasets
 
-    shortest = min(datasets.load_from_disk(str(sft_data))["train"]["prompt_tokens"])
+    shortest = min(load_split(sft_data, "train")["prompt_tokens"])
     result = run_cli(capsys, *sft_args(tiny_model_dir, sft_data, tmp_path / "run", "--max-steps", "1",
                                        "--max-length", str(shortest)))
     assert result.exit_code == 2
@@ -602,7 +607,7 @@ def test_build_policy_quantizes_the_base_to_nf4_and_prepares_it(tmp_path, tiny_m
     import torch
     from bitsandbytes.nn import Linear4bit
 
-    from pbt_cli.train.common import build_policy
+    from pbt_cli.train.policy import build_policy
 
     load = LoadOptions(quantization=QuantizationSpec(load_in_4bit=True))
     cfg = TrainConfig(stage="sft", model=ModelSpec.parse(str(tiny_model_dir), load=load), data=sft_data,

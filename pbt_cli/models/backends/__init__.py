@@ -88,6 +88,31 @@ class GeneratorPool:
         self._generators[key] = generator
         return generator
 
+    def base_of(self, spec: ModelSpec) -> Generator:
+        """The default answer extractor of an evaluated model: its base (docs/method.md §6.1).
+
+        An adapter's base is the same weights with the adapter switched off (transformers: no second
+        copy in memory; vLLM: the engine's base without a LoRA request); a full model, and a served
+        model, is its own base.
+        """
+        if spec.name in self._generators or spec.is_served:
+            return self.get(spec)
+        from pbt_cli.models.resolve import resolve
+
+        resolved = resolve(spec)
+        if resolved.kind != "adapter":
+            return self.get(spec)
+        key = ("base of", spec.cache_key())
+        if key not in self._generators:
+            if self.options.backend == "transformers":
+                from pbt_cli.models.backends.hf import AdapterOffGenerator
+
+                self._generators[key] = AdapterOffGenerator.sharing(self.get(spec))  # type: ignore[arg-type]
+            else:
+                base = ModelSpec(name=resolved.base, revision=resolved.base_revision, load=spec.load)
+                self._generators[key] = self.get(base)
+        return self._generators[key]
+
     def generators(self) -> list[Generator]:
         unique: list[Generator] = []
         for generator in self._generators.values():

@@ -4,15 +4,24 @@
 conversations (each a list of {"role", "content"} messages) and either one `Sampling` for all or
 one per conversation. A conversation that ends with an assistant message is continued (used to
 prefill "Final answer:" for the answer extractor). Replies come back in input order, new text only.
+
+Seeds belong to requests, not to batches (docs/method.md §2.7): a sampled request carries its own
+`seed`, derived by the stage from stable ids (`request_seed`), and every backend draws that
+request's tokens from a random stream of its own, so a reply does not depend on which other
+requests shared its batch, on the batch size, the shard layout or the backend.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
+from pbt_cli.errors import PbtError
 from pbt_cli.models.chat import Conversation
+
+MAX_TEMPERATURE = 2.0  # the OpenAI API's and vLLM's upper bound; beyond it sampling is noise anyway
 
 
 @dataclass(frozen=True)
@@ -25,6 +34,22 @@ class Sampling:
     max_new_tokens: int = 80
     min_new_tokens: int = 0
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        """The ranges every backend accepts, checked once, before any model loads."""
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise PbtError(f"--temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {self.temperature:g}")
+        if not 0 < self.top_p <= 1:
+            raise PbtError(f"--top-p must be above 0 and at most 1, got {self.top_p:g}")
+        if self.top_k < 0:
+            raise PbtError(f"--top-k must be 0 (off) or more, got {self.top_k}")
+        if self.max_new_tokens < 1:
+            raise PbtError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
+        if self.min_new_tokens < 0:
+            raise PbtError(f"--min-new-tokens must be 0 or more, got {self.min_new_tokens}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise PbtError(f"--min-new-tokens ({self.min_new_tokens}) is larger than --max-new-tokens "
+                           f"({self.max_new_tokens})")
 
     @property
     def greedy(self) -> bool:
@@ -72,6 +97,21 @@ class Generator(Protocol):
     def describe(self) -> dict[str, Any]:
         """Model name, revision, adapter, chat-template hash: what a manifest records."""
         ...
+
+
+def request_seed(*ids: Any) -> int:
+    """A request's seed from stable ids (run seed, tree id, turn id, role, ...), in [0, 2**31).
+
+    The same ids give the same seed in every process and on every machine (no Python hash
+    randomisation), and changing any id gives an unrelated seed.
+    """
+    text = "\x1f".join(str(part) for part in ids)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def seeded(sampling: Sampling, *ids: Any) -> Sampling:
+    """`sampling` with the seed of the request named by `ids` (greedy requests need none)."""
+    return sampling if sampling.greedy else sampling.with_seed(request_seed(*ids))
 
 
 def per_conversation(sampling: Sampling | Sequence[Sampling], count: int) -> list[Sampling]:

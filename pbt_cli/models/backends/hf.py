@@ -12,13 +12,15 @@ KV cache kept (a few, least recently used) and copied to every row; each row the
 own suffix. The layout is [prefix][padding][suffix] with the padding masked out, so positions stay
 those of the unpadded prompt and greedy replies are the same as without the cache.
 
-Seeds: transformers draws one random stream per batch, so a sampled reply is reproducible for the
-same inputs, seed and batch settings (greedy replies do not depend on batching).
+Seeds: every sampled row draws its tokens from a random generator of its own, seeded with its
+request's seed (`PerRowSampler`), so a reply does not depend on the other rows of its batch. What
+batching can still change is the arithmetic: a row padded differently gets logits that differ in
+the last bits, which moves a draw only when it lands within that distance of a token boundary
+(measured in benchmarks/seeds.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 import warnings
@@ -31,6 +33,7 @@ from pbt_cli.console import log
 from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, encode, render, template_hash
 from pbt_cli.models.spec import ModelSpec
+from pbt_cli.progress import report_activity
 
 MIN_SHARED_PREFIX = 16  # tokens; below this, copying a cache costs about what it saves
 PREFIX_CACHE_ENTRIES = 4
@@ -38,7 +41,7 @@ PREFIX_CACHE_ENTRIES = 4
 
 class TransformersGenerator:
     def __init__(self, spec: ModelSpec, *, batch_size: int = 64, max_batch_tokens: int | None = None,
-                 model: Any = None, tokenizer: Any = None) -> None:
+                 model: Any = None, tokenizer: Any = None, resolved: Any = None) -> None:
         from pbt_cli.models.loading import load_model, load_tokenizer
         from pbt_cli.models.resolve import resolve
 
@@ -46,7 +49,7 @@ class TransformersGenerator:
         self.batch_size = max(1, batch_size)
         self.max_batch_tokens = max_batch_tokens
         self.usage = GenerationUsage()
-        self.resolved = resolve(spec) if model is None or tokenizer is None else None
+        self.resolved = resolved or (resolve(spec) if model is None or tokenizer is None else None)
         self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(self.resolved, padding_side="left")
         self.tokenizer.padding_side = "left"
         self.model = model if model is not None else load_model(self.resolved)
@@ -54,7 +57,7 @@ class TransformersGenerator:
         self.eos_token_ids = _eos_ids(self.model, self.tokenizer)
         self.share_prefixes = True  # switches exist for benchmarks/ablation.py
         self.batch_order = "prefix"  # "prefix": group shared prefixes; "length": longest first; "input"
-        self.fast_sampling = True
+        self.per_row_sampling = True  # off: transformers' own sampler, one random stream per batch
         self.use_cache = True  # off only to time the reference code's pattern
         self._prefix_caches: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
@@ -67,24 +70,26 @@ class TransformersGenerator:
         samplings = per_conversation(sampling, len(conversations))
         prompts = [encode(self.tokenizer, render(self.tokenizer, conv)) for conv in conversations]
         replies: list[str | None] = [None] * len(conversations)
-        # Rows share a generate call only when their settings agree (a seed is drawn per batch).
+        # Rows share a generate call when their settings agree apart from the seed (each row has its own).
         groups: dict[Sampling, list[int]] = defaultdict(list)
         for index, settings in enumerate(samplings):
             groups[replace(settings, seed=None)].append(index)
         for settings, indices in groups.items():
-            seed = samplings[indices[0]].seed
-            for batch_number, batch in enumerate(self.plan_batches([prompts[i] for i in indices], settings)):
+            for batch in self.plan_batches([prompts[i] for i in indices], settings):
                 rows = [indices[i] for i in batch]
-                batch_seed = None if seed is None else seed + batch_number
-                texts = self._generate([prompts[i] for i in rows], replace(settings, seed=batch_seed))
+                seeds = [samplings[row].seed for row in rows]
+                texts = self._generate([prompts[i] for i in rows], settings, seeds)
                 for row, text in zip(rows, texts, strict=True):
                     replies[row] = text
         return [r if r is not None else "" for r in replies]
 
     def describe(self) -> dict[str, Any]:
         info = self.resolved.describe() if self.resolved else {"name": self.spec.name, "revision": self.spec.revision}
-        info.update(backend="transformers", chat_template_hash=template_hash(self.tokenizer),
+        hash_ = template_hash(self.tokenizer)
+        info.update(backend="transformers", chat_template_hash=hash_,
                     dtype=str(getattr(self.model, "dtype", "")).replace("torch.", ""))
+        if self.resolved:
+            info["identity"] = self.resolved.identity(hash_)
         return info
 
     # -- batching ---------------------------------------------------------------------------------
@@ -119,7 +124,7 @@ class TransformersGenerator:
             batches.append(current)
         return batches
 
-    def _generate(self, prompts: list[list[int]], sampling: Sampling) -> list[str]:
+    def _generate(self, prompts: list[list[int]], sampling: Sampling, seeds: Sequence[int | None] = ()) -> list[str]:
         import torch
 
         started = time.perf_counter()
@@ -136,8 +141,6 @@ class TransformersGenerator:
             padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
             input_ids = padded["input_ids"].to(device)
             attention_mask = padded["attention_mask"].to(device)
-        if sampling.seed is not None:
-            torch.manual_seed(sampling.seed)
         kwargs: dict[str, Any] = {
             "max_new_tokens": sampling.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -148,15 +151,22 @@ class TransformersGenerator:
             kwargs["min_new_tokens"] = sampling.min_new_tokens
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        elif self.per_row_sampling:
+            # greedy decoding over logits the sampler has already reduced to the drawn token
+            from transformers import LogitsProcessorList
+
+            row_seeds = [seed if seed is not None else index for index, seed in enumerate(seeds or [None] * len(prompts))]
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None,
+                          logits_processor=LogitsProcessorList([PerRowSampler(row_seeds, sampling)]))
         else:
+            if seeds and seeds[0] is not None:
+                torch.manual_seed(seeds[0])
             # top_k=0 switches top-k off; None would fall back to the generation config's default of 50
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
                           top_k=sampling.top_k)
         if prefix_cache is not None:
             kwargs["past_key_values"] = prefix_cache
-        fast = self.fast_sampling and device.type == "cpu"
-        fast_sampling = fast_categorical_sampling() if fast else contextlib.nullcontext()
-        with torch.inference_mode(), warnings.catch_warnings(), fast_sampling:
+        with torch.inference_mode(), warnings.catch_warnings():
             # transformers 5.2x renames past_key_values to cache; the old name works from 5.16 on
             warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
             output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -173,6 +183,7 @@ class TransformersGenerator:
         self.usage.generated_tokens += generated
         self.usage.padded_tokens += width * len(prompts) - sum(len(p) for p in prompts) - generated
         self.usage.seconds += time.perf_counter() - started
+        report_activity(len(prompts), generated)
         log.debug("generate: %d rows x %d prompt tokens, %d new tokens in %.1f s", len(prompts), input_ids.shape[1],
                   generated, time.perf_counter() - started)
         return texts
@@ -199,33 +210,71 @@ class TransformersGenerator:
         return copied
 
 
-@contextlib.contextmanager
-def fast_categorical_sampling() -> Any:
-    """Sample next tokens by inverse CDF while transformers generates on the CPU.
+class AdapterOffGenerator:
+    """A PEFT model's base, with the adapter switched off around every call: the same weights in
+    memory serve as the evaluated (or trained) model and as its answer extractor
+    (docs/method.md §6.1). Wrap a generator of its own (its prefix caches must not mix with the
+    adapter's)."""
 
-    transformers draws each sampled token with `torch.multinomial(probs, 1)`, which on the CPU costs
-    one exponential draw per vocabulary entry: ~60 ms per step for 64 rows of a 49k vocabulary, a
-    fifth of a decoding step of the demo model. One uniform draw per row against the cumulative
-    distribution is the same categorical distribution at ~2 ms. Any other use of multinomial goes
-    to the original.
+    def __init__(self, generator: TransformersGenerator) -> None:
+        self.generator = generator
+        self.usage = generator.usage
+
+    def chat(self, conversations: Sequence[Conversation], sampling: Sampling | Sequence[Sampling]) -> list[str]:
+        with self.generator.model.disable_adapter():
+            return self.generator.chat(conversations, sampling)
+
+    def describe(self) -> dict[str, Any]:
+        info = {**self.generator.describe(), "adapter_switched_off": True}
+        resolved = self.generator.resolved
+        if resolved is not None:
+            info["identity"] = resolved.identity(info.get("chat_template_hash"), adapter_off=True)
+        return info
+
+    @classmethod
+    def sharing(cls, policy: TransformersGenerator) -> AdapterOffGenerator:
+        """The base of `policy`'s model, sharing its weights and tokenizer."""
+        return cls(TransformersGenerator(policy.spec, model=policy.model, tokenizer=policy.tokenizer,
+                                         batch_size=policy.batch_size, max_batch_tokens=policy.max_batch_tokens,
+                                         resolved=policy.resolved))
+
+
+class PerRowSampler:
+    """A logits processor that samples each row with its own random generator.
+
+    It applies temperature, top-k and top-p as transformers' warpers do, draws the next token of
+    row i by inverse CDF with one uniform number from generator i (seeded with request i's seed),
+    and returns logits that allow only that token, so the greedy step picks it. transformers'
+    own sampler draws all rows from one global stream, so a row's tokens depend on its batch.
+    It runs after transformers' own processors (the minimum-length rule has already masked the
+    end-of-sequence token where it must).
     """
-    import torch
 
-    original = torch.multinomial
+    def __init__(self, seeds: Sequence[int], sampling: Sampling) -> None:
+        import torch
 
-    def multinomial(probs: Any, num_samples: int, replacement: bool = False, *, generator: Any = None,
-                    out: Any = None) -> Any:
-        if num_samples != 1 or out is not None or probs.dim() != 2 or probs.device.type != "cpu":
-            return original(probs, num_samples, replacement, generator=generator, out=out)
-        cumulative = probs.float().cumsum(-1)
-        draw = torch.rand((probs.shape[0], 1), generator=generator, dtype=cumulative.dtype) * cumulative[:, -1:]
-        return torch.searchsorted(cumulative, draw, right=True).clamp_(max=probs.shape[1] - 1)
+        self.sampling = sampling
+        self.generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
 
-    torch.multinomial = multinomial
-    try:
-        yield
-    finally:
-        torch.multinomial = original
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        logits = scores.float() / self.sampling.temperature
+        if self.sampling.top_k > 0:
+            kth = torch.topk(logits, min(self.sampling.top_k, logits.shape[-1]))[0][..., -1, None]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.sampling.top_p < 1.0:
+            ordered, order = torch.sort(logits, descending=False)
+            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+            drop = cumulative <= (1 - self.sampling.top_p)
+            drop[..., -1:] = False  # always keep the most likely token
+            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        cumulative = logits.softmax(dim=-1).cumsum(dim=-1)
+        draws = torch.stack([torch.rand(1, generator=g) for g in self.generators]).to(cumulative)
+        tokens = torch.searchsorted(cumulative, draws * cumulative[:, -1:], right=True)
+        tokens = tokens.clamp_(max=logits.shape[-1] - 1)
+        allowed = torch.full_like(scores, float("-inf"))
+        return allowed.scatter_(1, tokens.to(scores.device), 0.0)
 
 
 def shared_prefix_length(prompts: Sequence[Sequence[int]]) -> int:

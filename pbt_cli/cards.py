@@ -1,0 +1,242 @@
+"""Cards: the `README.md` of every artifact folder, in the Hugging Face Hub's format.
+
+A card is YAML metadata (written by huggingface_hub's `DatasetCardData` / `ModelCardData`, so the
+Hub reads it) followed by what a reader needs: what the folder holds, where it came from (from its
+manifest), and how to open it with other tools. Cards are built only from manifests and counts, so
+rerunning a stage writes the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+PBT_URL = "https://arxiv.org/abs/2410.14596"
+CITATION = """@inproceedings{stengeleskin2025persuasion,
+  title     = {Teaching Models to Balance Resisting and Accepting Persuasion},
+  author    = {Stengel-Eskin, Elias and Hase, Peter and Bansal, Mohit},
+  booktitle = {Proceedings of NAACL},
+  year      = {2025},
+  url       = {https://arxiv.org/abs/2410.14596}
+}"""
+
+
+def _card_text(data: Any, body: str) -> str:
+    return f"---\n{data.to_yaml().strip()}\n---\n\n{body.strip()}\n"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dataset_card_text(manifest: dict[str, Any], pairs_manifest: dict[str, Any] | None = None) -> str:
+    """The card of a `pbt preprocess` folder."""
+    from huggingface_hub import DatasetCardData
+
+    from pbt_cli.pipeline.preprocess import HUB_SPLITS, split_file
+
+    files = manifest.get("files") or {}
+    data = DatasetCardData(
+        tags=["pbt", "persuasion", "preference", "dpo" if manifest.get("format") == "dpo" else "sft"],
+        language=["en"],
+        configs=[{"config_name": "default",
+                  "data_files": [{"split": HUB_SPLITS[split], "path": files[split]} for split in HUB_SPLITS
+                                 if split in files]}],
+    )
+    tokenizer = manifest.get("tokenizer") or {}
+    kinds = manifest.get("kinds") or {}
+    rows = [[HUB_SPLITS.get(split, split), count, kinds.get(split, {}).get("resist", 0),
+             kinds.get(split, {}).get("accept", 0), kinds.get(split, {}).get("none", 0)]
+            for split, count in (manifest.get("counts") or {}).items()]
+    columns = ("pair_id, tree_id, kind (resist/accept/none), label, question, gold_aliases, persuader_answer, "
+               "responder_previous_answer, prompt (chat messages), prompt_text, prompt_tokens, and "
+               + ("completion (one assistant message), completion_text, completion_tokens"
+                  if manifest.get("format") == "sft" else
+                  "chosen and rejected (one assistant message each), chosen_text, rejected_text, chosen_tokens, "
+                  "rejected_tokens"))
+    settings = manifest.get("settings") or {}
+    source = (pairs_manifest or {}).get("config", {}).get("trees") if pairs_manifest else None
+    body = f"""
+# PBT preference data ({manifest.get('format')}, mix {manifest.get('mix')})
+
+Persuasion-Balanced Training data made by the `pbt` command-line tool (`pbt preprocess`), after
+"Teaching Models to Balance Resisting and Accepting Persuasion" ([arXiv:2410.14596]({PBT_URL})).
+Each row is a persuasion dialogue from two-agent trees: `resist` rows reward keeping a correct answer
+against a wrong persuader, `accept` rows reward taking a correct answer from a right one. The
+`validation` and `test` splits are the balanced flipflop evaluation sets (label
+`flip_correct_to_incorrect` for resist, `flip_incorrect_to_correct` for accept).
+
+{_table(["split", "rows", "resist", "accept", "no kind"], rows)}
+
+- Rendered for the tokenizer of `{tokenizer.get('name')}` (revision {tokenizer.get('revision') or 'default'},
+  chat-template hash `{tokenizer.get('chat_template_hash')}`); text columns show exactly what that model sees.
+- Made from the pairs with manifest hash `{settings.get('pairs_manifest')}`{f' (trees: `{source}`)' if source else ''};
+  mix `{manifest.get('mix')}`, balance {settings.get('balance', True)}, limit {settings.get('limit')},
+  max length {settings.get('max_length')}, max prompt length {settings.get('max_prompt_length')}, seed {settings.get('seed')}.
+- Dropped as too long: {', '.join(f'{k.replace("_", " ")} {v}' for k, v in (manifest.get('dropped') or {}).items())}.
+- Columns: {columns}.
+
+## Load it
+
+```python
+from datasets import load_dataset
+data = load_dataset("path/to/this/folder")      # or the Hub repository id
+print(data["train"][0]["prompt"])
+```
+
+TRL's `DPOTrainer` / `SFTTrainer` take the `train` split as it is (conversational
+{'prompt/chosen/rejected' if manifest.get('format') == 'dpo' else 'prompt/completion'} format).
+`manifest.json` records everything above; the files are {', '.join(f'`{split_file(s)}`' for s in files)}.
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)
+
+
+def write_dataset_card(folder: Path, manifest: dict[str, Any], pairs_manifest: dict[str, Any] | None = None) -> Path:
+    path = Path(folder) / "README.md"
+    path.write_text(dataset_card_text(manifest, pairs_manifest), encoding="utf-8")
+    return path
+
+
+# --- model cards (adapters from `pbt sft` / `pbt dpo`, merged models from `pbt export`) ----------------
+
+STAGE_WHAT = {
+    "sft": "a LoRA adapter from supervised fine-tuning on the preferred responses",
+    "dpo": "a LoRA adapter from DPO on resist/accept preference pairs, continuing the SFT adapter",
+    "export": "the PBT adapter merged into a 16-bit copy of its base model",
+}
+
+
+def is_hub_id(name: str | None) -> bool:
+    return bool(name) and not Path(str(name)).expanduser().exists() and str(name).count("/") == 1 \
+        and not str(name).startswith(("/", ".", "~"))
+
+
+def model_card_text(manifest: dict[str, Any], results: list[dict[str, Any]] | None = None,
+                    repo_id: str | None = None) -> str:
+    """The card of an adapter or export folder: metadata, training, loading, and evaluation results."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from pbt_cli.models import registry
+
+    stage = manifest.get("stage", "sft")
+    settings = manifest.get("settings") or {}
+    base = manifest.get("base_model") or manifest.get("base") or (settings.get("model") or {}).get("name")
+    entry = registry.lookup(str(base)) or next((e for e in registry.REGISTRY.values() if e.hub_id == base), None)
+    base_id = entry.hub_id if entry else base
+    data_manifest = _read_json(Path(str(settings.get("data"))) / "manifest.json") if settings.get("data") else None
+    datasets = [data_manifest["pushed_to"]] if data_manifest and data_manifest.get("pushed_to") else None
+    eval_results = [EvalResult(task_type="persuasion", task_name=r["eval"], dataset_type=f"pbt-{r['eval']}",
+                               dataset_name=r.get("dataset") or r["eval"], metric_type=r["metric"],
+                               metric_value=round(r["value"], 4), metric_name=r["metric"])
+                    for r in (results or []) if r.get("value") is not None]
+    data = ModelCardData(
+        base_model=base_id if is_hub_id(base_id) else None,
+        library_name="peft" if stage in ("sft", "dpo") else "transformers",
+        tags=["pbt", "persuasion", stage, *(["lora"] if stage in ("sft", "dpo") else [])],
+        datasets=datasets, license=entry.license if entry else None,
+        model_name=repo_id or Path(str(manifest.get("config", {}).get("out", "model"))).name,
+        eval_results=eval_results or None,
+    )
+    where = repo_id or "path/to/this/folder"
+    if stage == "export":
+        load = f"""```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{where}")
+tokenizer = AutoTokenizer.from_pretrained("{where}")
+```"""
+    else:
+        load = f"""```python
+from peft import AutoPeftModelForCausalLM
+from transformers import AutoTokenizer
+model = AutoPeftModelForCausalLM.from_pretrained("{where}")   # loads {base_id} and this adapter on it
+tokenizer = AutoTokenizer.from_pretrained("{where}")           # the chat template it was trained with
+```
+vLLM serves it as a LoRA adapter of its base (`vllm serve {base_id} --enable-lora --lora-modules pbt={where}`)."""
+    lora = settings.get("lora") or {}
+    load_options = (settings.get("model") or {}).get("load") or {}
+    quantization = (load_options.get("quantization") or {})
+    quant = "8-bit" if quantization.get("load_in_8bit") else (
+        f"4-bit {quantization.get('bnb_4bit_quant_type', 'nf4')}" if quantization.get("load_in_4bit") else "none")
+    rows = [
+        ["base model", f"`{base_id}`" + (f" (revision {manifest.get('base_revision')})"
+                                          if manifest.get("base_revision") else "")],
+        ["data", f"`{settings.get('data')}`" + (f", mix {data_manifest.get('mix')}, {data_manifest['counts'].get('train')} "
+                                                  "training pairs" if data_manifest else "")],
+        ["LoRA", f"r {lora.get('r')}, alpha {lora.get('lora_alpha')}, dropout {lora.get('lora_dropout')}, modules "
+                 f"{', '.join(sorted(manifest.get('adapted_modules') or {})) or 'default'}"],
+        ["optimisation", f"lr {settings.get('learning_rate')} ({settings.get('lr_scheduler_type')}, "
+                         f"{settings.get('warmup_steps')} warm-up steps), batch {settings.get('per_device_train_batch_size')}"
+                         f" x {settings.get('gradient_accumulation_steps')} accumulation, max length "
+                         f"{settings.get('max_length')}, seed {settings.get('seed')}"],
+        ["length", f"{manifest.get('global_step')} steps"
+                   + (f" ({settings.get('num_train_epochs')} epochs)" if settings.get('max_steps', -1) < 1 else "")],
+        ["base weights", f"quantization {quant}"],
+    ]
+    if stage == "dpo":
+        rows.append(["DPO", f"beta {settings.get('beta')}, reference {settings.get('reference')} (base = the policy "
+                            "with its adapter off)"])
+    if manifest.get("best_checkpoint"):
+        rows.append(["kept checkpoint", f"`{manifest['best_checkpoint']}`, flipflop accuracy "
+                                        f"{manifest.get('best_metric'):.3f} on the validation pairs"
+                                        + (" (chosen by `pbt select-checkpoint`)" if manifest.get("selected_by")
+                                           else "")])
+    if stage == "export":
+        rows = [["base model", f"`{base_id}`"], ["adapter", f"`{manifest.get('adapter')}`"],
+                ["dtype", str(manifest.get("dtype"))]]
+    results_text = ""
+    if results:
+        table = [[r["eval"], r["metric"], f"{r['value']:.3f}" if r.get("value") is not None else "-",
+                  f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else "-", r.get("n", ""),
+                  r.get("extractor", "")] for r in results]
+        results_text = "\n## Evaluation results (`pbt eval`)\n\n" + _table(
+            ["evaluation", "metric", "value", "95% CI", "n", "extractor"], table) + "\n"
+    body = f"""
+# {data.model_name}
+
+This is {STAGE_WHAT.get(stage, stage)}, made with the `pbt` command-line tool
+(`pbt {stage}`), which implements Persuasion-Balanced Training from "Teaching Models to Balance
+Resisting and Accepting Persuasion" ([arXiv:2410.14596]({PBT_URL})). PBT trains a model to resist
+persuasion towards wrong answers and to accept persuasion towards right ones.
+
+## Training
+
+{_table(["", ""], rows)}
+
+`manifest.json` in this folder records the full configuration, library versions, the data's hash
+and every evaluation during training.
+
+## Load it
+
+{load}
+{results_text}
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)
+
+
+def write_model_card(folder: Path, manifest: dict[str, Any], results: list[dict[str, Any]] | None = None,
+                     repo_id: str | None = None) -> Path:
+    path = Path(folder) / "README.md"
+    path.write_text(model_card_text(manifest, results, repo_id), encoding="utf-8")
+    return path
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

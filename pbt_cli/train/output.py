@@ -1,0 +1,161 @@
+"""A training run's folder (`--out` of `pbt sft` / `pbt dpo`): claiming it, resuming, finishing it.
+
+  adapter_config.json, adapter_model.safetensors   the final adapter (the best checkpoint by
+                                                     flipflop accuracy when evaluation ran)
+  tokenizer files + chat_template.jinja             what the adapter was trained with
+  README.md                                          the model card (cards.py)
+  checkpoints/checkpoint-N/                          Trainer checkpoints (resume from the last)
+  log_history.jsonl                                  every logged step and evaluation
+  runs/                                              tensorboard logs (--report-to tensorboard)
+  manifest.json                                      config, versions, data hash, metrics, best checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pbt_cli import stops
+from pbt_cli.artifacts import MANIFEST, sha256_file
+from pbt_cli.console import log
+from pbt_cli.data.jsonl import write_jsonl
+from pbt_cli.errors import PbtError
+from pbt_cli.models.spec import ModelSpec
+from pbt_cli.outputs import TOKENIZER_FILES, TRACKING, OutputFolder, claim_output
+from pbt_cli.train.config import BEST_METRIC, TrainConfig
+
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+TRAIN_OUTPUTS = (*ADAPTER_FILES, *TOKENIZER_FILES, "README.md", "checkpoints", "log_history.jsonl", MANIFEST,
+                 *TRACKING)
+ALREADY_DONE = "already-done"
+
+
+def checkpoints_folder(out: Path) -> Path:
+    return out / "checkpoints"
+
+
+def tracking_folder(out: Path) -> Path:
+    return out / "runs"
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """The Trainer's checkpoints in step order."""
+    found = [p for p in checkpoints_folder(out).glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    found = checkpoints(out)
+    return found[-1] if found else None
+
+
+def data_hash(cfg: TrainConfig) -> str | None:
+    path = cfg.data / MANIFEST
+    return sha256_file(path)[:16] if path.is_file() else None
+
+
+def claim(cfg: TrainConfig) -> tuple[OutputFolder, str | bool]:
+    """Claim `--out` for the run; returns the folder and what to pass as `resume_from_checkpoint`, or
+    ALREADY_DONE when a finished run with the same settings is there (a recipe run twice)."""
+    inputs = [cfg.data, *cfg.model.local_paths(), *(cfg.extractor.local_paths() if cfg.extractor else [])]
+    folder = claim_output(cfg.out, cfg.stage, outputs=TRAIN_OUTPUTS, inputs=inputs, overwrite=cfg.overwrite)
+    with folder.releasing_on_error():
+        return folder, _resume_point(cfg, folder)
+
+
+def _resume_point(cfg: TrainConfig, folder: OutputFolder) -> str | bool:
+    out = cfg.out
+    manifest = folder.previous
+    if cfg.overwrite:
+        folder.remove_owned()
+        return False
+    if Path(cfg.resume).is_dir():
+        return str(cfg.resume)
+    if manifest is None:
+        return False
+    differing = folder.differing_settings(cfg.settings())
+    if manifest.get("data_manifest") != data_hash(cfg):
+        differing.append("data (re-rendered at the same --data path)")
+    if manifest.get("status") == "complete":
+        if not differing:
+            return ALREADY_DONE
+        raise PbtError(f"--out {out} holds a finished run made with other settings ({', '.join(differing)}); pass "
+                       "--overwrite to train again, or choose another folder")
+    if differing:
+        raise PbtError(f"--out {out} holds an unfinished run with other settings ({', '.join(differing)}); rerun "
+                       "it with the same settings to resume, or pass --overwrite")
+    checkpoint = last_checkpoint(out)
+    if checkpoint is None:
+        return False
+    if cfg.resume == "never":
+        raise PbtError(f"--out {out} has checkpoints and --resume never was given; pass --overwrite to start again")
+    return str(checkpoint)
+
+
+def adapter_base_name(spec: ModelSpec, recorded: str | None = None) -> tuple[str, str | None]:
+    """What the saved adapter names as its base, so that PEFT, vLLM and the Hub can find it
+    (docs/method.md §5.6): a short name as its hub id, a hub id as itself, a local folder as its
+    absolute path (with a warning: that adapter loads only on this machine until the base is named
+    with --base-model-name). Returns (name, revision). When --model is itself an adapter folder,
+    its own base is the base."""
+    from pbt_cli.models import registry
+    from pbt_cli.models.resolve import ADAPTER_CONFIG, read_adapter_config
+
+    if recorded:
+        return recorded, spec.revision
+    path = Path(spec.name).expanduser()
+    if (path / ADAPTER_CONFIG).is_file():
+        config = read_adapter_config(path)
+        return config["base_model_name_or_path"], config.get("revision")
+    if path.exists():
+        log.warning("the adapter names its base by the local path %s, so it loads only where that folder is; "
+                    "pass --base-model-name OWNER/NAME to record the base's hub id instead", path.resolve())
+        return str(path.resolve()), None
+    entry = registry.lookup(spec.name)
+    if entry is not None:
+        return entry.hub_id, spec.revision
+    return spec.name, spec.revision
+
+
+def finish(cfg: TrainConfig, folder: OutputFolder, trainer: Any, tokenizer: Any,
+           manifest: dict[str, Any]) -> dict[str, Any]:
+    """Put the best (or last) adapter, the tokenizer, the log, the card and a complete manifest into --out."""
+    from pbt_cli.cards import write_model_card
+
+    state = trainer.state
+    best = state.best_model_checkpoint
+    out = cfg.out
+    with stops.critical():
+        trainer.model.save_pretrained(str(out), selected_adapters=["default"])
+        if best:
+            install_adapter(Path(best), out)
+        base, revision = adapter_base_name(cfg.model, cfg.base_model_name)
+        record_base(out, base, revision)
+        tokenizer.save_pretrained(str(out))
+        write_jsonl(out / "log_history.jsonl", state.log_history)
+    evaluations = [e for e in state.log_history if f"eval_{BEST_METRIC}" in e]
+    best_relative = os.path.relpath(best, out) if best else None  # e.g. checkpoints/checkpoint-40
+    manifest.update(status="complete", best_checkpoint=best_relative, best_metric=state.best_metric,
+                    global_step=state.global_step, evaluations=evaluations, base_model=base, base_revision=revision,
+                    train_loss=next((e.get("train_loss") for e in reversed(state.log_history) if "train_loss" in e),
+                                    None))
+    write_model_card(out, manifest)
+    return folder.write_manifest(manifest)
+
+
+def install_adapter(checkpoint: Path, out: Path) -> None:
+    """Copy a checkpoint's adapter weights over the run's adapter (both written by this run)."""
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        if (checkpoint / name).is_file():
+            shutil.copy2(checkpoint / name, out / name)
+
+
+def record_base(out: Path, base: str, revision: str | None) -> None:
+    adapter_config = out / "adapter_config.json"
+    config = json.loads(adapter_config.read_text())
+    config["base_model_name_or_path"] = base
+    config["revision"] = revision
+    adapter_config.write_text(json.dumps(config, indent=2) + "\n")
