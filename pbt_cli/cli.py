@@ -94,10 +94,15 @@ def hoist_global_flags(argv: Sequence[str]) -> list[str]:
 def command_path(argv: Sequence[str]) -> list[str]:
     """The subcommand names at the start of the arguments (after root flags)."""
     path: list[str] = []
+    skip_value = False
     for token in argv:
+        if skip_value:  # the value of a root option such as --log-every
+            skip_value = False
+            continue
         if token.startswith("-"):
             if path:
                 break
+            skip_value = token in GLOBAL_OPTIONS
             continue
         path.append(token)
         if token != "eval":  # the only command group
@@ -126,9 +131,21 @@ def _error(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def click_module() -> Any:
+    """The click that Typer runs on: its own copy since Typer 0.22 (`typer._click`), before that click."""
+    try:
+        import typer._click as vendored
+
+        return vendored
+    except ImportError:
+        import click
+
+        return click
+
+
 def usage_error_line(exc: Any, config_path: str | None) -> str:
     """Click's usage error as one line; a bad value that came from the --config file names the file and key."""
-    from click.core import ParameterSource
+    ParameterSource = click_module().core.ParameterSource  # noqa: N806 (an enum class)
 
     ctx, param = getattr(exc, "ctx", None), getattr(exc, "param", None)
     message = exc.format_message()
@@ -143,9 +160,9 @@ def usage_error_line(exc: Any, config_path: str | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import click
-
     from pbt_cli import stops
+
+    exceptions = click_module().exceptions
 
     args = hoist_global_flags(sys.argv[1:] if argv is None else argv)
     extra = {}
@@ -159,22 +176,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             extra["default_map"] = nest_default_map(command_path(args), load_config_file(config_path))
         except PbtError as exc:
             _error(str(exc), exc.exit_code)
+    # Typer 0.22+ runs on its own copy of click, whose Exit and Abort are Typer's
+    exit_types = tuple({getattr(exceptions, "Exit", typer.Exit), typer.Exit})
+    abort_types = tuple({getattr(exceptions, "Abort", typer.Abort), typer.Abort})
+    code: Any = 0
     with stops.handling_signals():
         try:
             # without standalone mode click returns an Exit's code instead of leaving
             code = app(args, prog_name="pbt", standalone_mode=False, **extra)
-            if isinstance(code, int) and code:
-                sys.exit(code)
-        except click.exceptions.NoArgsIsHelpError as exc:
+        except exceptions.NoArgsIsHelpError as exc:
             exc.show()  # `pbt` or `pbt eval` alone: the help text, not an error
-            sys.exit(0)
-        except click.UsageError as exc:
+            code = 0
+        except exceptions.UsageError as exc:
             _error(usage_error_line(exc, config_path), exc.exit_code)
-        except click.exceptions.Exit as exc:
-            sys.exit(exc.exit_code)
-        except click.exceptions.Abort:
-            sys.exit(130)
-
+        except exit_types as exc:
+            code = exc.exit_code
+        except abort_types:
+            code = 130
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 if __name__ == "__main__":
     main()

@@ -26,7 +26,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise PbtError(f"config file {path} does not exist; pass --config with the path of a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise PbtError(f"config file {path} is not UTF-8 text; save it as UTF-8") from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         line = f" line {where.line + 1}" if where is not None else ""

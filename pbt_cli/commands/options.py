@@ -108,6 +108,20 @@ GpuMemory = Annotated[float | None, typer.Option(
     rich_help_panel=BACKEND)]
 MaxModelLen = Annotated[int | None, typer.Option("--max-model-len", help="vLLM context length cap.",
                                                  rich_help_panel=BACKEND)]
+SERVED = "Served models (openai:MODEL_ID[@BASE_URL] in any model option)"
+BaseUrl = Annotated[str | None, typer.Option(
+    "--base-url", help="OpenAI-compatible server of `openai:` models named without @URL (default: $OPENAI_BASE_URL, "
+    "else http://127.0.0.1:8000/v1).", rich_help_panel=SERVED)]
+ApiKeyEnv = Annotated[str, typer.Option(
+    "--api-key-env", help="Name of the environment variable holding the server's API key (the key itself never "
+    "goes on the command line, in manifests or logs).", rich_help_panel=SERVED)]
+MaxConcurrency = Annotated[int, typer.Option("--max-concurrency", help="Requests in flight per server.",
+                                             rich_help_panel=SERVED)]
+RequestTimeout = Annotated[float, typer.Option("--request-timeout", help="Seconds one request may take.",
+                                               rich_help_panel=SERVED)]
+MaxRetries = Annotated[int, typer.Option(
+    "--max-retries", help="Retries of a request on 429, 5xx, resets and timeouts (exponential back-off, jitter).",
+    rich_help_panel=SERVED)]
 
 # --- sampling ------------------------------------------------------------------------------------
 Temperature = Annotated[float, typer.Option("--temperature", help="0 = greedy.", rich_help_panel=SAMPLING)]
@@ -145,6 +159,11 @@ BACKEND_PARAMETERS: list[tuple[str, Any, Any]] = [
     ("tensor_parallel_size", TensorParallel, 1),
     ("gpu_memory_utilization", GpuMemory, None),
     ("max_model_len", MaxModelLen, None),
+    ("base_url", BaseUrl, None),
+    ("api_key_env", ApiKeyEnv, "OPENAI_API_KEY"),
+    ("max_concurrency", MaxConcurrency, 64),
+    ("request_timeout", RequestTimeout, 600.0),
+    ("max_retries", MaxRetries, 5),
 ]
 SINGLE_MODEL_PARAMETERS: list[tuple[str, Any, Any]] = [  # commands that load one model (plus an extractor)
     ("revision", Revision, None),
@@ -200,7 +219,11 @@ def backend_options_from(params: dict[str, Any]) -> BackendOptions:
                           max_batch_tokens=params.get("max_batch_tokens"),
                           tensor_parallel_size=params.get("tensor_parallel_size", 1),
                           gpu_memory_utilization=params.get("gpu_memory_utilization"),
-                          max_model_len=params.get("max_model_len"))
+                          max_model_len=params.get("max_model_len"), base_url=params.get("base_url"),
+                          api_key_env=params.get("api_key_env") or "OPENAI_API_KEY",
+                          max_concurrency=params.get("max_concurrency", 64),
+                          request_timeout=params.get("request_timeout", 600.0),
+                          max_retries=params.get("max_retries", 5))
 
 
 def tracking_from(params: dict[str, Any]) -> Any:

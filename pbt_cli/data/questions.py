@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pbt_cli.data.answers import is_correct, normalize_answer
-from pbt_cli.data.jsonl import read_jsonl
+from pbt_cli.data.jsonl import read_jsonl, read_text
 from pbt_cli.errors import PbtError, require_at_least
 
 EMBEDDED_SPLITS = ("train", "validation", "train-easy", "validation-easy")
@@ -152,7 +152,7 @@ def _from_file(path: Path) -> list[Question]:
     records: Iterable[tuple[str, Any]]
     if path.suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(path, "a questions file in TriviaQA's schema"))
         except json.JSONDecodeError as exc:
             raise PbtError(f"{path} line {exc.lineno}: not valid JSON ({exc.msg})") from None
         if isinstance(data, Mapping) and "data" in data:  # TriviaQA's original release wraps records in "Data"

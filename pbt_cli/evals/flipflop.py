@@ -133,8 +133,9 @@ def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None,
                  progress: ProgressSink = NULL_PROGRESS) -> tuple[dict[str, Any], Path]:
     from pbt_cli.evals.results import open_eval
     from pbt_cli.models.backends import GeneratorPool
-    from pbt_cli.pipeline.preprocess import load_split, read_data_manifest
+    from pbt_cli.pipeline.preprocess import check_data_files, load_split, read_data_manifest
 
+    check_data_files(cfg.data)
     manifest = read_data_manifest(cfg.data)
     inputs = [cfg.data, *model_paths(cfg.model, cfg.extractor)]
     with open_eval(cfg.out, "flipflop", cfg.model.display_name, cfg, inputs=inputs,

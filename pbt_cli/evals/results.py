@@ -8,6 +8,7 @@ settings and never delete what they did not write, like every other stage (pbt_c
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -78,7 +79,8 @@ SAMPLES = "samples.jsonl"
 EVAL_OUTPUTS = (RESULTS, SAMPLES, "README.md", *TRACKING)
 # Items (questions, pairs) per resumable unit. Fixed, never tied to --batch-size, so a resumed run
 # batches exactly as an uninterrupted one did and greedy results are identical (docs/method.md §6.1).
-CHUNK_SIZE = 256
+# PBT_EVAL_CHUNK_SIZE changes it (recorded in the settings, so a run resumes only with its own).
+CHUNK_SIZE = int(os.environ.get("PBT_EVAL_CHUNK_SIZE") or 256)
 
 
 def eval_settings(config: Any) -> dict[str, Any]:

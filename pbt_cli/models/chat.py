@@ -22,9 +22,24 @@ Conversation = list[Message]
 def read_template_file(path: str | Path) -> str:
     path = Path(path).expanduser()
     try:
-        return path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PbtError(f"--chat-template {path} cannot be read ({exc.strerror}); give a Jinja template file") from None
+    except UnicodeDecodeError:
+        raise PbtError(f"--chat-template {path} is not UTF-8 text; give a Jinja template file") from None
+    check_template_syntax(text, path)
+    return text
+
+
+def check_template_syntax(text: str, path: Path) -> None:
+    """A template that Jinja cannot parse is one line naming the file and the line, before any model loads."""
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise PbtError(f"--chat-template {path} line {exc.lineno}: not a valid Jinja template ({exc.message}); "
+                       "fix the file or give another") from None
 
 
 def require_chat_template(tokenizer: Any, model_name: str) -> None:
@@ -65,8 +80,11 @@ def render(tokenizer: Any, conversation: Sequence[Message], *, complete: bool = 
         )
     except Exception as exc:  # jinja errors from templates that refuse a role order, e.g. Mistral's
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PbtError(f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')} refused a "
-                       f"conversation ({first}); pass another template with --chat-template") from None
+        source = getattr(tokenizer, "pbt_template_file", None)
+        whose = f"--chat-template {source}" if source else \
+            f"the chat template of {getattr(tokenizer, 'name_or_path', 'the model')}"
+        raise PbtError(f"{whose} refused a conversation ({first}); pass another template with "
+                       "--chat-template") from None
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:

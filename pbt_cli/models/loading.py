@@ -122,6 +122,7 @@ def load_tokenizer(spec: ModelSpec | ResolvedModel, *, padding_side: str = "left
         raise _wrap_load_error(exc, "tokenizer", source) from None
     if resolved.spec.chat_template:
         tokenizer.chat_template = read_template_file(resolved.spec.chat_template)
+        tokenizer.pbt_template_file = str(resolved.spec.chat_template)  # named in rendering errors
     apply_pad_policy(tokenizer)
     tokenizer.padding_side = padding_side
     return tokenizer

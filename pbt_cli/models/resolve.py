@@ -99,27 +99,55 @@ def looks_like_path(name: str) -> bool:
             or name.rstrip("/").count("/") >= 2)
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def read_adapter_config(folder: Path) -> dict[str, Any]:
     path = folder / ADAPTER_CONFIG
     try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PbtError(f"{path} cannot be read as JSON ({exc}); the adapter folder is damaged") from None
-    if not config.get("base_model_name_or_path"):
+    if not isinstance(config, dict):
+        raise PbtError(f"{path} must hold a JSON object (PEFT's adapter config), not a {type(config).__name__}; the "
+                       "adapter folder is damaged")
+    base = config.get("base_model_name_or_path")
+    if not base:
         raise PbtError(f"{path} names no base model (base_model_name_or_path); pass the base with --model")
+    if not isinstance(base, str):
+        raise PbtError(f"{path}: base_model_name_or_path must be a model name or path (a string), got {base!r}")
     return config
+
+
+def check_adapter_weights(folder: Path) -> None:
+    """A local adapter folder must hold its weights (a hub adapter's are fetched with it)."""
+    if not any((folder / name).is_file() for name in ADAPTER_WEIGHTS):
+        raise PbtError(f"adapter folder {folder} has {ADAPTER_CONFIG} but no weights ({' or '.join(ADAPTER_WEIGHTS)});"
+                       " is it a finished `pbt sft`/`pbt dpo` run? (an unfinished one keeps its weights in "
+                       "checkpoints/)")
 
 
 def check_spec(spec: ModelSpec) -> None:
     """Validate a spec offline: registry names exist, local paths exist and hold a model or an adapter."""
+    if spec.is_served:  # the server is asked when the run starts (pbt_cli/models/backends/served.py)
+        if spec.chat_template:
+            raise PbtError(f"--chat-template does not apply to the served model {spec.name}: the server applies "
+                           "its model's own template")
+        return
     _check_name(spec.name)
     if spec.adapter:
         adapter = Path(spec.adapter).expanduser()
         if looks_like_path(spec.adapter) or adapter.exists():
             if not (adapter / ADAPTER_CONFIG).is_file():
                 raise PbtError(f"--adapter {spec.adapter}: no {ADAPTER_CONFIG} there; give a PEFT adapter folder")
-    if spec.chat_template and not Path(spec.chat_template).expanduser().is_file():
-        raise PbtError(f"--chat-template {spec.chat_template} does not exist; give a Jinja template file")
+            read_adapter_config(adapter)
+            check_adapter_weights(adapter)
+    if spec.chat_template:
+        if not Path(spec.chat_template).expanduser().is_file():
+            raise PbtError(f"--chat-template {spec.chat_template} does not exist; give a Jinja template file")
+        from pbt_cli.models.chat import read_template_file
+
+        read_template_file(spec.chat_template)  # unreadable or not Jinja: one line now, not after loading
 
 
 def _check_name(name: str) -> None:
@@ -130,6 +158,9 @@ def _check_name(name: str) -> None:
         if path.is_dir() and not ((path / "config.json").is_file() or (path / ADAPTER_CONFIG).is_file()):
             raise PbtError(f"model folder {name} holds neither config.json nor {ADAPTER_CONFIG}; is it the right "
                            "folder (a finished `pbt sft`/`pbt dpo` run keeps its adapter at the top of its --out)?")
+        if path.is_dir() and (path / ADAPTER_CONFIG).is_file():
+            read_adapter_config(path)
+            check_adapter_weights(path)
         return
     if looks_like_path(name):
         raise PbtError(f"model path {name} does not exist; check the path, or give a hub id or short name")
@@ -138,6 +169,9 @@ def _check_name(name: str) -> None:
 
 
 def resolve(spec: ModelSpec) -> ResolvedModel:
+    if spec.is_served:
+        raise PbtError(f"{spec.name} is served by an OpenAI-compatible server; pbt does not load its weights "
+                       "(this command needs a model it loads itself: a short name, hub id or folder)")
     check_spec(spec)
     resolved = _resolve_name(spec.name, spec.revision, spec)
     if spec.adapter:

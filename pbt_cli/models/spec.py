@@ -80,6 +80,15 @@ class ModelSpec:
         reference = reference.strip()
         if not reference:
             raise PbtError("a model name is empty; give a short name, hub id or local path")
+        if reference.startswith(SERVED_PREFIX):  # `openai:MODEL_ID[@BASE_URL]`: the server names its models
+            if len(reference) == len(SERVED_PREFIX) or reference[len(SERVED_PREFIX):].startswith("@"):
+                raise PbtError(f"model {reference!r} names no model id; write openai:MODEL_ID or "
+                               "openai:MODEL_ID@http://HOST:PORT/v1")
+            if revision or adapter:
+                raise PbtError(f"model {reference!r} is served: the server decides its revision and adapters "
+                               "(--revision and --adapter apply to models pbt loads itself)")
+            return cls(name=reference, chat_template=Path(chat_template) if chat_template else None,
+                       load=load or LoadOptions())
         name = reference
         if "@" in reference and not Path(reference).expanduser().exists():
             name, _, at_revision = reference.rpartition("@")
@@ -115,9 +124,17 @@ class ModelSpec:
         """A model behind an OpenAI-compatible server (`openai:MODEL_ID[@BASE_URL]`)."""
         return self.name.startswith(SERVED_PREFIX)
 
+    @property
+    def served_model(self) -> tuple[str, str | None]:
+        """(model id, base URL or None) of a served spec; the URL follows the last `@http`."""
+        rest = self.name[len(SERVED_PREFIX):]
+        at = rest.rfind("@http")
+        return (rest[:at], rest[at + 1:]) if at > 0 else (rest, None)
+
     def local_paths(self) -> list[str]:
         """The files and folders on this machine the spec reads (an output must never overwrite them)."""
-        return [str(p) for p in (self.name, self.adapter, self.chat_template) if p and Path(p).expanduser().exists()]
+        names = (self.adapter, self.chat_template) if self.is_served else (self.name, self.adapter, self.chat_template)
+        return [str(p) for p in names if p and Path(p).expanduser().exists()]
 
     def cache_key(self) -> tuple:
         """Two specs with the same key are served by one loaded model."""

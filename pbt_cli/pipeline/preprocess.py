@@ -318,6 +318,25 @@ def read_data_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def check_data_files(folder: Path) -> None:
+    """Every split file the manifest names is there and readable as Parquet (its footer only: cheap), so a
+    damaged dataset is one line before any model loads."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest = read_data_manifest(folder)
+    for split, name in (manifest.get("files") or {}).items():
+        path = folder / name
+        if not path.is_file():
+            raise PbtError(f"--data {folder}: {name} is missing though the manifest counts "
+                           f"{(manifest.get('counts') or {}).get(split)} rows; make the data again with `pbt preprocess`")
+        try:
+            pq.read_metadata(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise PbtError(f"--data {folder}: {name} is not a readable Parquet file ({str(exc).splitlines()[0]}); "
+                           "make the data again with `pbt preprocess`") from None
+
+
 def check_same_tokenizer(data_folder: Path, manifest: dict[str, Any], spec: ModelSpec, tokenizer: Any) -> None:
     """Refuse data rendered with another chat template than the model's (docs/method.md §4.6)."""
     rendered_for = manifest.get("tokenizer") or {}

@@ -69,13 +69,26 @@ def load_training_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, Any, list
     return train, eval_dataset, rows, manifest
 
 
+def check_adapter_input(cfg: TrainConfig) -> None:
+    """An adapter to continue that pbt made must be a finished `pbt sft` or `pbt dpo` run."""
+    adapter = cfg.model.adapter
+    if adapter and (Path(adapter).expanduser() / "manifest.json").is_file():
+        from pbt_cli.outputs import require_stage
+
+        manifest = require_stage(Path(adapter).expanduser(), ("sft", "dpo"), "--adapter")
+        if manifest.get("status") != "complete":
+            raise PbtError(f"--adapter {adapter} has not finished training (status {manifest.get('status')}); "
+                           "finish it by rerunning its command first")
+
+
 def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
                  stage_arguments: dict[str, Any] | None = None) -> dict[str, Any]:
     from transformers import set_seed
 
-    from pbt_cli.pipeline.preprocess import read_data_manifest
+    from pbt_cli.pipeline.preprocess import check_data_files
 
-    read_data_manifest(cfg.data)  # before the folder is claimed: a wrong --data is the likelier mistake
+    check_data_files(cfg.data)  # before the folder is claimed: a wrong --data is the likelier mistake
+    check_adapter_input(cfg)
     require_tracker(cfg.report_to)
     folder, resume_from = claim(cfg)
     with folder:

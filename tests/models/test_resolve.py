@@ -65,6 +65,9 @@ def test_adapter_folder_names_its_base(tiny_model_dir, tmp_path):
     adapter = tmp_path / "adapter"
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+    with pytest.raises(PbtError, match="no weights"):  # a config alone is not an adapter
+        resolve(ModelSpec.parse(str(adapter)))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
     resolved = resolve(ModelSpec.parse(str(adapter)))
     assert resolved.kind == "adapter"
     assert resolved.base == str(tiny_model_dir)

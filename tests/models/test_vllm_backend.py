@@ -52,6 +52,7 @@ def _adapter(folder, base, *, rank=32, rank_pattern=None, template=None):
     if rank_pattern:
         config["rank_pattern"] = rank_pattern
     (folder / "adapter_config.json").write_text(json.dumps(config))
+    (folder / "adapter_model.safetensors").write_bytes(b"")  # the fake engine never reads the weights
     if template is not None:  # the adapter's own tokenizer, as `pbt sft` saves it
         from transformers import AutoTokenizer
 

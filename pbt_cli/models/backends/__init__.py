@@ -34,6 +34,12 @@ class BackendOptions:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float | None = None  # None: split 0.9 between the engines a command needs
     max_model_len: int | None = None
+    # served models (`openai:MODEL_ID[@BASE_URL]`, pbt_cli/models/backends/served.py)
+    base_url: str | None = None  # None: $OPENAI_BASE_URL, else http://127.0.0.1:8000/v1
+    api_key_env: str = "OPENAI_API_KEY"  # the name of the variable that holds the key, never the key
+    max_concurrency: int = 64
+    request_timeout: float = 600.0
+    max_retries: int = 5
 
     def __post_init__(self) -> None:
         name = ALIASES.get(self.backend, self.backend)
@@ -43,6 +49,10 @@ class BackendOptions:
         object.__setattr__(self, "backend", name)
         require_at_least("--batch-size", self.batch_size)
         require_at_least("--max-batch-tokens", self.max_batch_tokens)
+        require_at_least("--max-concurrency", self.max_concurrency)
+        require_at_least("--max-retries", self.max_retries, 0)
+        if self.request_timeout <= 0:
+            raise PbtError(f"--request-timeout must be above 0 seconds, got {self.request_timeout:g}")
 
 
 # the extra's name on an installed pbt_cli; in a clone, `pip install -e '.[vllm]'` is the same thing
@@ -80,6 +90,11 @@ class GeneratorPool:
             return self._generators[key]
         if spec.name in self._generators:  # tests preset generators by plain name
             return self._generators[spec.name]
+        if spec.is_served:
+            from pbt_cli.models.backends.served import ServedGenerator
+
+            self._generators[key] = ServedGenerator(spec, self.options)
+            return self._generators[key]
         cls = _backend_class(self.options.backend)
         if self.options.backend == "vllm":
             generator = cls.for_pool(spec, self.options, self)

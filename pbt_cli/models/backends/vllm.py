@@ -283,7 +283,8 @@ class VLLMGenerator:
         if engines is None:
             engines = pool._vllm_engines = VLLMEngines(options)
             for planned in getattr(pool, "_planned", []):
-                engines.plan(resolve(planned))
+                if not planned.is_served:  # served models run elsewhere
+                    engines.plan(resolve(planned))
         return cls(spec, engines)
 
     def chat(self, conversations: Sequence[Conversation],

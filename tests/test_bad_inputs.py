@@ -1,0 +1,412 @@
+"""Bad input, mistakes and collisions, through the real command line (README "Safety").
+
+Every case asserts three things: exit code 2, exactly one line on stderr (no traceback without
+-v), and every file that existed before the command byte-identical afterwards. The first group
+are the ways `pbt` used to lose data; the second the inputs that used to end in a traceback.
+Every new stage adds its cases here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from pbt_cli.artifacts import write_json
+from pbt_cli.models.spec import ModelSpec
+from pbt_cli.outputs import FolderLock, claim_output
+from pbt_cli.pipeline.filter import FilterConfig, run_filter
+from pbt_cli.pipeline.preprocess import PreprocessConfig, run_preprocess, split_file
+
+PARIS = {"question_id": "q-paris", "question": "What is the capital of France?",
+         "answer": {"value": "Paris", "aliases": ["Paris"], "normalized_aliases": ["paris"]}}
+
+
+# --- a small world of finished artifacts ---------------------------------------------------------------
+
+
+def turn(turn_id: int, parent: int | None, level: int, agent: str | None, text: str, a: str | None,
+         b: str | None) -> dict:
+    return {"id": turn_id, "parent": parent, "children": [], "level": level, "agent": agent, "persona": "logical",
+            "text": text, "answer": {"A": a, "B": b}}
+
+
+def resist_tree(tree_id: str) -> dict:
+    """B keeps the right Paris against A's London: resist pairs at the leaves."""
+    turns = [turn(0, None, -1, None, PARIS["question"], None, None),
+             turn(1, 0, 0, "A", "London.", "London", None),
+             turn(2, 1, 1, "B", "Paris.", "London", "Paris"),
+             turn(3, 1, 1, "B", "London.", "London", "London")]
+    for persuasion in range(3):
+        a2 = len(turns)
+        turns.append(turn(a2, 2, 2, "A", f"London, surely ({persuasion}).", "London", "Paris"))
+        turns.append(turn(a2 + 1, a2, 3, "B", "Paris, still.", "London", "Paris"))
+        turns.append(turn(a2 + 2, a2, 3, "B", "London, then.", "London", "London"))
+    return {"tree_id": tree_id, "question": {**PARIS, "question_id": tree_id}, "both_first": True, "turns": turns}
+
+
+def accept_tree(tree_id: str) -> dict:
+    """A right, B wrong: accept pairs at the leaves."""
+    turns = [turn(0, None, -1, None, PARIS["question"], None, None),
+             turn(1, 0, 0, "A", "Paris.", "Paris", None),
+             turn(2, 1, 1, "B", "London.", "Paris", "London"),
+             turn(3, 1, 1, "B", "Paris.", "Paris", "Paris")]
+    for persuasion in range(3):
+        a2 = len(turns)
+        turns.append(turn(a2, 2, 2, "A", f"Paris, surely ({persuasion}).", "Paris", "London"))
+        turns.append(turn(a2 + 1, a2, 3, "B", "London, still.", "Paris", "London"))
+        turns.append(turn(a2 + 2, a2, 3, "B", "Paris, then.", "Paris", "Paris"))
+    return {"tree_id": tree_id, "question": {**PARIS, "question_id": tree_id}, "both_first": True, "turns": turns}
+
+
+def write_trees(folder: Path, records: list[dict], status: str = "complete") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "trees.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    write_json(folder / "manifest.json", {"stage": "generate", "status": status, "settings": {},
+                                          "outputs": ["trees.jsonl", "manifest.json"]})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """Finished trees, pairs, sft data and a fake finished sft run (enough for every refusal below)."""
+    root = tmp_path_factory.mktemp("world")
+    trees = write_trees(root / "trees", [resist_tree(f"r{i}") for i in range(4)] + [accept_tree(f"a{i}")
+                                                                                     for i in range(4)])
+    run_filter(FilterConfig(trees=trees, out=root / "pairs", valid_fraction=0.25, test_fraction=0.25))
+    run_preprocess(PreprocessConfig(pairs=root / "pairs", tokenizer=ModelSpec.parse(str(tiny_model_dir)),
+                                    out=root / "data", format="sft"))
+    adapter = root / "sft"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_model_dir)}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    write_json(adapter / "manifest.json", {"stage": "sft", "status": "complete", "settings": {}})
+    return {"root": root, "trees": trees, "pairs": root / "pairs", "data": root / "data", "adapter": adapter,
+            "model": tiny_model_dir}
+
+
+def snapshot(*folders: Path) -> dict[Path, bytes]:
+    files = {}
+    for folder in folders:
+        if folder.is_file():
+            files[folder] = folder.read_bytes()
+        elif folder.is_dir():
+            files.update({p: p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    return files
+
+
+def assert_refused(capsys, args: list, *fragments: str, unchanged: tuple[Path, ...] = (),
+                   absent: tuple[Path, ...] = ()) -> str:
+    before = snapshot(*unchanged)
+    result = run_cli(capsys, *args)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 2, result.stderr
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    after = snapshot(*unchanged)
+    assert {p: after.get(p) for p in before} == before, "a file that existed before was changed or deleted"
+    for path in absent:
+        assert not path.exists(), f"{path} was created"
+    return lines[0]
+
+
+# --- 1. --overwrite replaces only what pbt wrote ---------------------------------------------------------
+
+
+def thesis_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "x"
+    folder.mkdir()
+    (folder / "thesis.txt").write_text("four years of work\n")
+    return folder
+
+
+def test_overwrite_never_deletes_a_folder_pbt_did_not_write(capsys, tmp_path, world):
+    out = thesis_folder(tmp_path)
+    for args in (["filter", "--trees", world["trees"], "--out", out, "--overwrite"],
+                 ["preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"], "--out", out, "--overwrite"],
+                 ["sft", "--model", world["model"], "--data", world["data"], "--out", out, "--overwrite"],
+                 ["export", "--adapter", world["adapter"], "--out", out, "--overwrite"]):
+        line = assert_refused(capsys, args, "thesis.txt", "did not write", unchanged=(out,))
+        assert "pass --overwrite" not in line  # the refusal no longer suggests what would delete the work
+
+
+def test_sft_overwrite_into_the_current_folder_is_refused(capsys, tmp_path, world, monkeypatch):
+    (tmp_path / "notes.md").write_text("my notes\n")
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "analysis.py").write_text("print(1)\n")
+    monkeypatch.chdir(tmp_path)
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", ".", "--overwrite"],
+                   "did not write", unchanged=(tmp_path,))
+
+
+def test_overwrite_deletes_only_the_entries_the_earlier_manifest_claims(tmp_path):
+    out = tmp_path / "pairs"
+    with claim_output(out, "filter", outputs=("train.jsonl", "manifest.json")) as folder:
+        (out / "train.jsonl").write_text("{}\n")
+        folder.write_manifest({"stage": "filter", "status": "complete"})
+    (out / "mine.txt").write_text("not pbt's\n")
+    with pytest.raises(Exception, match="mine.txt"):  # refused even with overwrite
+        claim_output(out, "filter", outputs=("train.jsonl", "manifest.json"), overwrite=True)
+    (out / "mine.txt").unlink()
+    with claim_output(out, "filter", outputs=("train.jsonl", "manifest.json"), overwrite=True) as folder:
+        assert [p.name for p in folder.owned_entries()] == ["manifest.json", "train.jsonl"]
+        folder.remove_owned()
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".pbt-")) == []
+
+
+# --- 2. a stage never writes over its own input -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", ["filter-same", "filter-inside", "preprocess-same", "preprocess-containing",
+                                  "sft-same", "dpo-adapter", "export-adapter"])
+def test_out_may_not_be_inside_or_contain_the_input(capsys, world, case):
+    w = world
+    args = {
+        "filter-same": ["filter", "--trees", w["trees"], "--out", w["trees"], "--overwrite"],
+        "filter-inside": ["filter", "--trees", w["trees"], "--out", w["trees"] / "pairs", "--overwrite"],
+        "preprocess-same": ["preprocess", "--pairs", w["pairs"], "--tokenizer", w["model"], "--out", w["pairs"],
+                            "--overwrite"],
+        "preprocess-containing": ["preprocess", "--pairs", w["pairs"], "--tokenizer", w["model"], "--out",
+                                  w["root"], "--overwrite"],
+        "sft-same": ["sft", "--model", w["model"], "--data", w["data"], "--out", w["data"], "--overwrite"],
+        "dpo-adapter": ["dpo", "--model", w["model"], "--adapter", w["adapter"], "--data", w["data"], "--out",
+                        w["adapter"], "--overwrite"],
+        "export-adapter": ["export", "--adapter", w["adapter"], "--out", w["adapter"], "--overwrite"],
+    }[case]
+    assert_refused(capsys, args, "own input", unchanged=(w["root"],))
+
+
+# --- 3. a stage never writes into another stage's folder, and checks what its input is ----------------------
+
+
+def test_generate_into_a_pairs_folder_is_refused(capsys, world):
+    assert_refused(capsys, ["generate", "--model-a", world["model"], "--model-b", world["model"], "--out",
+                            world["pairs"], "--overwrite"], "pbt filter", unchanged=(world["pairs"],))
+
+
+def test_inputs_must_come_from_the_stage_expected(capsys, world, tmp_path):
+    assert_refused(capsys, ["preprocess", "--pairs", world["trees"], "--tokenizer", world["model"], "--out",
+                            tmp_path / "d"], "pbt generate", "pbt filter", absent=(tmp_path / "d",))
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["pairs"], "--out", tmp_path / "s"],
+                   "pbt filter", "pbt preprocess", absent=(tmp_path / "s",))
+    assert_refused(capsys, ["filter", "--trees", world["pairs"] / "train.jsonl", "--out", tmp_path / "p"],
+                   absent=(tmp_path / "p",))
+
+
+# --- 4. one writer per output folder -----------------------------------------------------------------------
+
+
+def test_a_live_writer_holds_the_folder(capsys, world, tmp_path):
+    out = tmp_path / "pairs"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".pbt-lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                   "started": "now", "command": "pbt filter ..."}))
+        assert_refused(capsys, ["filter", "--trees", world["trees"], "--out", out], "being written by another pbt",
+                       f"pid {sleeper.pid}", unchanged=(out,))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # the writer is gone: its lock is taken over with a note, and the run goes ahead
+    result = run_cli(capsys, "filter", "--trees", world["trees"], "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "taking over the lock" in result.stderr
+    assert (out / "train.jsonl").is_file() and not (out / ".pbt-lock").exists()
+
+
+def test_a_lock_from_another_host_is_kept_until_its_heartbeat_is_old(tmp_path):
+    out = tmp_path / "folder"
+    out.mkdir()
+    lock_path = out / ".pbt-lock"
+    lock_path.write_text(json.dumps({"pid": 1, "host": "another-node", "started": "now", "command": "pbt x"}))
+    with pytest.raises(Exception, match="another-node"):
+        FolderLock(lock_path, out).acquire()
+    old = os.path.getmtime(lock_path) - 3600
+    os.utime(lock_path, (old, old))  # no heartbeat for an hour: that run is dead
+    lock = FolderLock(lock_path, out)
+    lock.acquire()
+    assert json.loads(lock_path.read_text())["pid"] == os.getpid()
+    lock.release()
+    assert not lock_path.exists()
+
+
+# --- 5. unfinished inputs are refused unless asked for ---------------------------------------------------------
+
+
+def test_filter_refuses_the_trees_of_an_unfinished_run(capsys, tmp_path):
+    trees = write_trees(tmp_path / "trees", [resist_tree("r0"), accept_tree("a0")], status="interrupted")
+    assert_refused(capsys, ["filter", "--trees", trees, "--out", tmp_path / "pairs"], "interrupted",
+                   "--allow-partial", absent=(tmp_path / "pairs",))
+    result = run_cli(capsys, "filter", "--trees", trees, "--out", tmp_path / "pairs", "--allow-partial")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((tmp_path / "pairs" / "manifest.json").read_text())["partial_input"] is True
+
+
+# --- 6. work that cannot be written fails before any model loads -------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["inside-a-file", "unwritable"])
+def test_an_unwritable_out_fails_before_loading_a_model(capsys, world, tmp_path, monkeypatch, where):
+    import pbt_cli.models.loading as loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("a model was loaded before --out was checked")
+
+    monkeypatch.setattr(loading, "load_model", no_loading)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    out = blocker / "results" if where == "inside-a-file" else Path("/proc/pbt-cannot-write-here")
+    assert_refused(capsys, ["eval", "ays", "--model", world["model"], "--limit", "2", "--out", out],
+                   "--out", unchanged=(blocker,))
+
+
+# --- inputs that used to end in a traceback ------------------------------------------------------------------
+
+
+def bad_tree(change: Callable[[dict], None]) -> dict:
+    record = resist_tree("bad")
+    change(record)
+    return record
+
+
+def chain_tree(length: int) -> dict:
+    turns = [turn(0, None, -1, None, PARIS["question"], None, None)]
+    for level in range(length):
+        agent = "A" if level % 2 == 0 else "B"
+        answer = "Paris" if agent == "B" else "London"
+        turns.append(turn(level + 1, level, level, agent, f"{answer}.", "London", "Paris" if level else None))
+    return {"tree_id": "chain", "question": PARIS, "both_first": True, "turns": turns}
+
+
+MALFORMED_TREES = {
+    "turns-not-a-list": (lambda r: r.update(turns={"0": r["turns"][0]}), "'turns' must be a list"),
+    "answer-a-list": (lambda r: r["turns"][2].update(answer=["Paris", "London"]), "'answer' must be an object"),
+    "answer-an-int": (lambda r: r["turns"][2].update(answer=3), "'answer' must be an object"),
+    "answer-of-a-number": (lambda r: r["turns"][2].update(answer={"A": 1, "B": None}), "answer of A"),
+    "parent-missing": (lambda r: r["turns"][2].update(parent=99), "names parent 99, which is missing"),
+    "parent-cycle": (lambda r: (r["turns"][1].update(parent=2), r["turns"][2].update(parent=1)), "cycle"),
+    "text-not-a-string": (lambda r: r["turns"][2].update(text=["Paris"]), "'text' must be a string"),
+    "tree-id-a-list": (lambda r: r.update(tree_id=["bad"]), "'tree_id' must be a string"),
+    "id-a-string": (lambda r: r["turns"][2].update(id="two"), "'id' must be an integer"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_TREES))
+def test_malformed_tree_fields_are_one_line(capsys, tmp_path, case):
+    change, message = MALFORMED_TREES[case]
+    trees = write_trees(tmp_path / "trees", [bad_tree(change)])
+    assert_refused(capsys, ["filter", "--trees", trees, "--out", tmp_path / "pairs"], "trees.jsonl line 1", message,
+                   unchanged=(trees,), absent=(tmp_path / "pairs",))
+
+
+def test_a_five_thousand_turn_chain_is_walked_without_recursion(capsys, tmp_path):
+    trees = write_trees(tmp_path / "trees", [chain_tree(5000)])
+    result = run_cli(capsys, "filter", "--trees", trees, "--out", tmp_path / "pairs")
+    assert result.exit_code == 0, result.stderr
+    assert "RecursionError" not in result.stderr
+
+
+def test_non_utf8_bytes_name_the_file_and_line(capsys, tmp_path, world):
+    trees = tmp_path / "trees"
+    trees.mkdir()
+    good = json.dumps(resist_tree("r0")).encode()
+    (trees / "trees.jsonl").write_bytes(good + b"\n" + good.replace(b"Paris", b"Par\xe9s", 1) + b"\n")
+    assert_refused(capsys, ["filter", "--trees", trees, "--out", tmp_path / "pairs"], "trees.jsonl line 2",
+                   "not UTF-8", unchanged=(trees,))
+    questions = tmp_path / "questions.jsonl"
+    questions.write_bytes(json.dumps(PARIS).encode().replace(b"France", b"Fran\xe7e") + b"\n")
+    assert_refused(capsys, ["generate", "--model-a", world["model"], "--model-b", world["model"], "--questions",
+                            questions, "--out", tmp_path / "t"], "questions.jsonl line 1", "not UTF-8",
+                   absent=(tmp_path / "t",))
+    pairs = tmp_path / "pairs-copy"
+    pairs.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "manifest.json"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    (pairs / "train.jsonl").write_bytes(b"\xff\xfe" + (pairs / "train.jsonl").read_bytes())
+    assert_refused(capsys, ["preprocess", "--pairs", pairs, "--tokenizer", world["model"], "--out", tmp_path / "d"],
+                   "train.jsonl line 1", "not UTF-8", unchanged=(pairs,), absent=(tmp_path / "d",))
+    samples = tmp_path / "samples.jsonl"
+    samples.write_bytes(b'{"order": "xy"}\n\x80\n')
+    assert_refused(capsys, ["eval", "team", "--rescore", samples], "samples.jsonl line 2", "not UTF-8",
+                   unchanged=(samples,))
+
+
+@pytest.mark.parametrize(("flag", "value", "message"), [
+    ("--max-new-tokens", "0", "--max-new-tokens must be at least 1"),
+    ("--max-new-tokens", "-5", "--max-new-tokens must be at least 1"),
+    ("--extraction-max-new-tokens", "0", "--extraction-max-new-tokens must be at least 1"),
+    ("--temperature", "-0.1", "--temperature must be between 0"),
+    ("--temperature", "2.5", "--temperature must be between 0"),
+    ("--top-p", "0", "--top-p must be above 0"),
+    ("--top-p", "1.5", "--top-p must be above 0"),
+])
+def test_sampling_settings_are_checked_before_anything_is_written(capsys, tmp_path, world, flag, value, message):
+    out = tmp_path / "trees"
+    assert_refused(capsys, ["generate", "--model-a", world["model"], "--model-b", world["model"], "--out", out,
+                            flag, value], message, absent=(out,))
+
+
+@pytest.mark.parametrize(("config", "message"), [
+    ([{"base_model_name_or_path": "x"}], "must hold a JSON object"),
+    ({"base_model_name_or_path": 7}, "must be a model name or path"),
+    ({"base_model_name_or_path": "BASE"}, "no weights"),
+])
+def test_adapter_folders_of_the_wrong_shape_are_one_line(capsys, tmp_path, world, config, message):
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    text = json.dumps(config).replace("BASE", str(world["model"]))
+    (adapter / "adapter_config.json").write_text(text)
+    assert_refused(capsys, ["eval", "ays", "--model", adapter, "--limit", "1", "--out", tmp_path / "r"], message,
+                   unchanged=(adapter,), absent=(tmp_path / "r",))
+
+
+def test_a_corrupt_parquet_file_is_one_line(capsys, tmp_path, world):
+    data = tmp_path / "data"
+    data.mkdir()
+    for path in world["data"].rglob("*"):
+        if path.is_file():
+            target = data / path.relative_to(world["data"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    (data / split_file("train")).write_bytes(b"PAR1 this is not a parquet file")
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", data, "--out", tmp_path / "run"],
+                   "not a readable Parquet file", unchanged=(data,))
+
+
+def test_a_missing_data_folder_says_it_is_missing(capsys, tmp_path, world):
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", tmp_path / "nope", "--out", tmp_path / "run"],
+                   "--data", "does not exist", absent=(tmp_path / "run",))
+
+
+def test_a_config_value_of_the_wrong_type_names_the_file_and_key(capsys, tmp_path, world):
+    config = tmp_path / "generate.yaml"
+    config.write_text("max_turns: many\n")
+    assert_refused(capsys, ["generate", "--config", config, "--model-a", world["model"], "--model-b", world["model"],
+                            "--out", tmp_path / "t"], str(config), "max_turns", "many", absent=(tmp_path / "t",))
+
+
+def test_a_broken_chat_template_names_the_file_and_line(capsys, tmp_path, world):
+    template = tmp_path / "template.jinja"
+    template.write_text("{% for m in messages %}{{ m['content'] }\n{% endfor %}")
+    assert_refused(capsys, ["preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"],
+                            "--chat-template", template, "--out", tmp_path / "d"], str(template), "line",
+                   unchanged=(template,), absent=(tmp_path / "d",))
+
+
+def test_a_model_path_with_dot_dot_names_its_results_folder_by_the_real_folder(world, tmp_path):
+    from pbt_cli.evals.results import results_folder
+
+    spec = ModelSpec.parse(f"{world['model']}/../{world['model'].name}/..")
+    assert spec.display_name == world["model"].parent.name
+    assert results_folder(tmp_path, "ays", spec.display_name) == tmp_path / "ays" / world["model"].parent.name
+    assert results_folder(tmp_path, "ays", "..") != tmp_path  # never the --out root itself

@@ -1,0 +1,206 @@
+"""Long runs you can watch, stop and resume (README "Watching, stopping and resuming").
+
+- A run whose stderr is not a terminal writes progress lines (done / total, rate, elapsed, ETA).
+- An evaluation killed with -9 and rerun ends with the same results as an uninterrupted run.
+- SIGTERM ends a stage with complete files, an `interrupted` manifest and exit code 143; its
+  rerun finishes the work. Training saves a checkpoint on SIGTERM and resumes from it.
+- `--report-to tensorboard` writes event files holding the metrics; wandb works offline.
+
+The kill and signal tests run `pbt` in a subprocess with the tiny model, and wait for the files
+the run writes to grow before they stop it, so they depend on no timing of the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from pbt_cli.console import LogProgress
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pbt_process(*args: object, env: dict | None = None) -> subprocess.Popen:
+    environment = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "pbt_cli", *map(str, args)], cwd=ROOT, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"the run ended (code {process.returncode}) before the condition held:\n{err[-3000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("timed out waiting for the run")
+        time.sleep(0.05)
+
+
+def lines_in(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+# --- progress in logs --------------------------------------------------------------------------------------
+
+
+def test_log_progress_writes_a_line_every_interval(monkeypatch, caplog):
+    clock = [100.0]
+    monkeypatch.setattr("pbt_cli.console.time.perf_counter", lambda: clock[0])
+    caplog.set_level("INFO", logger="pbt")
+    with LogProgress("generate", every=60) as progress:
+        progress.start("trees", "trees", total=64)
+        progress.advance("trees", 16)  # 0 s later: no line yet
+        assert not caplog.records
+        clock[0] += 61
+        progress.advance("trees", 16)
+        from pbt_cli.progress import report_activity
+
+        report_activity(64, 4000)  # a backend finished a batch: 64 requests, 4000 tokens
+        clock[0] += 61
+        progress.advance("trees", 0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "generate: trees 32/64 (50%, 0.525/s, ETA 1m01s) | elapsed 1m01s"
+    assert "64 requests, 33 tok/s" in lines[1] and "elapsed 2m02s" in lines[1]
+    assert lines[-1].startswith("generate done: trees 32/64")  # the closing line
+
+
+def test_a_run_without_a_terminal_logs_its_progress(capsys, tmp_path, tiny_model_dir):
+    result = run_cli(capsys, "--log-every", "1", "generate", "--model-a", tiny_model_dir, "--model-b", tiny_model_dir,
+                     "--limit", "3", "--max-turns", "2", "--max-new-tokens", "4", "--min-new-tokens", "1",
+                     "--out", tmp_path / "trees", "--log-file", tmp_path / "run.log")
+    assert result.exit_code == 0, result.stderr
+    assert "generate done: trees 3/3 (100%" in result.stderr and "requests" in result.stderr
+    assert "generate done: trees 3/3" in (tmp_path / "run.log").read_text()  # --log-file gets the same lines
+
+
+# --- an evaluation killed with -9 resumes to the same results ---------------------------------------------------
+
+
+def test_an_evaluation_killed_with_sigkill_resumes_to_identical_results(tmp_path, tiny_model_dir):
+    args = ["eval", "ays", "--model", tiny_model_dir, "--questions", "embedded:validation", "--limit", "8",
+            "--max-new-tokens", "6", "--min-new-tokens", "2"]
+    env = {"PBT_EVAL_CHUNK_SIZE": "2"}  # four resumable chunks
+    whole = pbt_process(*args, "--out", tmp_path / "whole", env=env)
+    assert whole.wait(timeout=300) == 0, whole.communicate()[1]
+
+    out = tmp_path / "killed"
+    samples = out / "ays" / tiny_model_dir.name / "samples.jsonl"
+    run = pbt_process(*args, "--out", out, env=env)
+    wait_for(lambda: lines_in(samples) >= 2, run)
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=60)
+    results = json.loads((samples.parent / "results.json").read_text())
+    assert results["status"] == "running" and lines_in(samples) < 8  # stopped part-way, nothing finished
+
+    again = pbt_process(*args, "--out", out, env=env)
+    assert again.wait(timeout=300) == 0, again.communicate()[1]
+    resumed = json.loads((samples.parent / "results.json").read_text())
+    uninterrupted = json.loads((tmp_path / "whole" / "ays" / tiny_model_dir.name / "results.json").read_text())
+    assert resumed["status"] == "complete" and resumed["metrics"] == uninterrupted["metrics"]
+    assert samples.read_text() == (tmp_path / "whole" / "ays" / tiny_model_dir.name / "samples.jsonl").read_text()
+
+
+# --- SIGTERM: complete files, an interrupted manifest, exit 143, and a rerun that finishes -------------------------
+
+
+def test_sigterm_stops_generate_cleanly_and_the_rerun_finishes(tmp_path, tiny_model_dir):
+    out = tmp_path / "trees"
+    args = ["generate", "--model-a", tiny_model_dir, "--model-b", tiny_model_dir, "--limit", "6", "--max-turns", "2",
+            "--max-new-tokens", "6", "--min-new-tokens", "1", "--trees-per-batch", "1", "--out", out]
+    run = pbt_process(*args)
+    wait_for(lambda: lines_in(out / "trees.jsonl") >= 1, run)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 143, err
+    assert "Resume with the same command" in err
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    text = (out / "trees.jsonl").read_text()
+    assert text.endswith("\n") and all(json.loads(line)["tree_id"] for line in text.splitlines())
+    assert not (out / ".pbt-lock").exists()
+
+    again = pbt_process(*args)
+    assert again.wait(timeout=300) == 0, again.communicate()[1]
+    assert lines_in(out / "trees.jsonl") == 6
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_sigterm_during_training_saves_a_checkpoint_it_resumes_from(tmp_path, tiny_model_dir):
+    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    from trainkit import make_pairs_folder, preprocess
+
+    pairs = make_pairs_folder(tmp_path / "pairs", {"train": 4, "valid": 2, "test": 2})
+    data = preprocess(pairs, tiny_model_dir, tmp_path / "data", "sft")
+    out = tmp_path / "sft"
+    args = ["sft", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", "40", "--save-steps", "1000",
+            "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--warmup-steps", "1",
+            "--logging-steps", "1"]
+    run = pbt_process(*args)
+    seen: list[str] = []
+
+    def trained_two_steps() -> bool:
+        # the trainer prints one dict per logged step on stdout
+        line = run.stdout.readline()
+        if line:
+            seen.append(line)
+        return sum("'loss'" in entry for entry in seen) >= 2
+
+    wait_for(trained_two_steps, run)
+    run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=180)
+    assert run.returncode == 143, err
+    saved = sorted(out.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    assert saved, "no checkpoint was saved on SIGTERM"
+    step = int(saved[-1].name.split("-")[1])
+    assert 2 <= step < 40
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
+
+    again = pbt_process(*args)
+    out_text, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    steps = [json.loads(line)["step"] for line in (out / "log_history.jsonl").read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == list(range(1, 41))  # every step once: resumed from the checkpoint, not from scratch
+    assert json.loads((out / "manifest.json").read_text())["global_step"] == 40
+
+
+# --- tracking ---------------------------------------------------------------------------------------------------
+
+
+def test_tensorboard_event_files_hold_the_evaluation_metrics(capsys, tmp_path, tiny_model_dir):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = run_cli(capsys, "eval", "ays", "--model", tiny_model_dir, "--limit", "2", "--max-new-tokens", "4",
+                     "--out", tmp_path / "results", "--report-to", "tensorboard")
+    assert result.exit_code == 0, result.stderr
+    folder = tmp_path / "results" / "ays" / tiny_model_dir.name
+    events = EventAccumulator(str(folder / "runs"))
+    events.Reload()
+    results = json.loads((folder / "results.json").read_text())
+    scalars = events.Tags()["scalars"]
+    assert "accuracy_before" in scalars and "accuracy_before_n" in scalars
+    assert events.Scalars("accuracy_before")[0].value == pytest.approx(results["metrics"]["accuracy_before"]["value"])
+    assert "samples/text_summary" in events.Tags()["tensors"]
+
+
+def test_wandb_offline_keeps_the_run_in_the_results_folder(capsys, tmp_path, tiny_model_dir, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = run_cli(capsys, "eval", "ays", "--model", tiny_model_dir, "--limit", "2", "--max-new-tokens", "4",
+                     "--out", tmp_path / "results", "--report-to", "wandb", "--project", "pbt-tests",
+                     "--run-name", "tiny-ays")
+    assert result.exit_code == 0, result.stderr
+    runs = list((tmp_path / "results" / "ays" / tiny_model_dir.name / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
