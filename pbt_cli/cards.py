@@ -240,3 +240,106 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+# --- trees, pairs and evaluation results (dataset repositories) ----------------------------------------
+
+LOAD_JSON = """```python
+from datasets import load_dataset
+data = load_dataset("{where}")
+```"""
+
+
+def artifact_card_text(stage: str, manifests: dict[str, dict[str, Any]], repo_id: str | None = None) -> str:
+    """The card of a trees folder (`pbt generate`), a pairs folder (`pbt filter`) or evaluation results."""
+    from huggingface_hub import DatasetCardData
+
+    where = repo_id or "path/to/this/folder"
+    manifest = next(iter(manifests.values()))
+    if stage == "generate":
+        files = sorted(name.replace("manifest", "trees").replace(".json", ".jsonl") for name in manifests)
+        trees = sum((m.get("counts") or {}).get("trees", 0) for m in manifests.values())
+        settings = manifest.get("settings") or {}
+        data = DatasetCardData(tags=["pbt", "persuasion", "dialogue-trees"], language=["en"],
+                               configs=[{"config_name": "default", "data_files": [{"split": "train", "path": files}]}])
+        body = f"""
+# PBT dialogue trees
+
+Two-agent persuasion dialogue trees made by the `pbt` command-line tool (`pbt generate`) for
+Persuasion-Balanced Training ([arXiv:2410.14596]({PBT_URL})): one tree per trivia question, in
+which agent A ({(settings.get('model_a') or {}).get('name')}) and agent B ({(settings.get('model_b') or {}).get('name')})
+answer, then try to persuade each other with different personas, up to {settings.get('max_turns')} turns.
+Each turn records its text, the persona that produced it and both agents' current answers.
+
+- {trees} trees in {len(files)} file(s): {', '.join(f'`{f}`' for f in files)}
+- questions `{settings.get('questions')}`, seed {settings.get('seed')}, sampling {settings.get('sampling')}
+- prompt texts hash `{settings.get('prompts')}`; each manifest records the full settings and versions.
+
+## Load it
+
+{LOAD_JSON.format(where=where)}
+
+`pbt filter --trees FOLDER` turns the trees into preference pairs.
+"""
+    elif stage == "filter":
+        counts = manifest.get("counts") or {}
+        rows = [[split, c.get("resist", 0), c.get("accept", 0), c.get("none", 0), sum(c.values())]
+                for split, c in counts.items()]
+        data = DatasetCardData(tags=["pbt", "persuasion", "preference", "dpo"], language=["en"],
+                               configs=[{"config_name": "default", "data_files": [
+                                   {"split": "train", "path": "train.jsonl"},
+                                   {"split": "validation", "path": "valid.jsonl"},
+                                   {"split": "test", "path": "test.jsonl"}]}])
+        settings = manifest.get("settings") or {}
+        body = f"""
+# PBT preference pairs
+
+Preference pairs from persuasion dialogue trees, made by the `pbt` command-line tool
+(`pbt filter`) for Persuasion-Balanced Training ([arXiv:2410.14596]({PBT_URL})). Each pair is in
+TRL's conversational preference format: `prompt` (the responder's view of the dialogue up to the
+persuasion turn, as chat messages), `chosen` and `rejected` (one assistant message each). `kind`
+is `resist` (keeping a correct answer against a wrong persuader), `accept` (taking a correct answer
+from a right one) or null; the split is by tree.
+
+{_table(["split", "resist", "accept", "no kind", "total"], rows)}
+
+- margin {settings.get('margin')}, judge {settings.get('judge') or 'none (string matching)'}, seed {settings.get('seed')}
+- tokenizer-independent: render them for a model with `pbt preprocess --pairs FOLDER --tokenizer MODEL`.
+
+## Load it
+
+{LOAD_JSON.format(where=where)}
+"""
+    else:  # evaluation results
+        data = DatasetCardData(tags=["pbt", "persuasion", "evaluation"], language=["en"],
+                               configs=[{"config_name": "default",
+                                         "data_files": [{"split": "test", "path": "samples.jsonl"}]}])
+        metrics = manifest.get("metrics") or {}
+        lines = []
+        for name, entry in metrics.items():
+            if isinstance(entry, dict) and "value" in entry and entry.get("value") is not None:
+                low, high = entry.get("ci95") or [None, None]
+                interval = f" [{low:.3f}, {high:.3f}]" if low is not None else ""
+                lines.append(f"- {name}: {entry['value']:.3f}{interval} (n={entry.get('n')})")
+        body = f"""
+# PBT evaluation: {manifest.get('eval')}
+
+Results of `pbt {stage}` (the `pbt` command-line tool for Persuasion-Balanced Training,
+[arXiv:2410.14596]({PBT_URL})): `results.json` holds the metrics with 95% bootstrap intervals, the
+models and their revisions, the answer extractor, seeds and versions; `samples.jsonl` holds every
+question or pair with the replies, the extracted answers and their correctness.
+
+{chr(10).join(lines) or '- (see results.json)'}
+
+## Load the samples
+
+{LOAD_JSON.format(where=where)}
+"""
+    body += f"""
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from pbt_cli import __version__, console
-from pbt_cli.commands import download, env, eval, generate, preprocess, train
+from pbt_cli.commands import download, env, eval, generate, hub, preprocess, train
 from pbt_cli.commands import filter as filter_command
 from pbt_cli.config import find_config_argument, load_config_file, nest_default_map
 from pbt_cli.errors import PbtError, did_you_mean
@@ -34,6 +34,8 @@ app.command("select-checkpoint", help=train.SELECT_HELP)(train.select_checkpoint
 app.command("export", help=train.EXPORT_HELP)(train.export)
 app.add_typer(eval.app, name="eval", help=eval.HELP)
 app.command("download-models", help=download.HELP)(download.download_models)
+app.command("card", help=hub.CARD_HELP)(hub.card)
+app.command("push", help=hub.PUSH_HELP)(hub.push)
 app.command("env", help=env.HELP)(env.env)
 
 # Options that belong to the root but that users naturally type after the subcommand.

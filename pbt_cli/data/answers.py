@@ -1,10 +1,12 @@
-"""Answer normalisation and matching (SPEC.md section 2 and section 4 step 2).
+"""Answer normalisation and matching (docs/method.md §1.4-§1.6 and §3.2).
 
-The normaliser follows TriviaQA's official scoring rule so that accuracies are comparable with
-the paper: lower-case, underscores to spaces, punctuation to spaces, drop the articles a/an/the,
-collapse white space. Predicted answers are cleaned first (a trailing parenthetical and trailing
-punctuation go), because extractors often answer "Canberra (the capital)." where the gold alias
-is "canberra".
+The normaliser is TriviaQA's official scoring rule, exactly, so that accuracies are comparable with
+the paper and a gold alias matches its own normalised form: underscores to spaces, lower-case,
+punctuation (Python's string.punctuation plus the single typographic quotes and the accents
+‘ ’ ´ `) to spaces, drop the articles a/an/the, collapse white space. Curly double quotes are not
+in that set, so they stay. Predicted answers are cleaned first: quotes of any kind around them, a
+trailing parenthetical and trailing punctuation go, because extractors often answer
+"“Canberra” (the capital)." where the gold alias is "canberra".
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ DISAGREE = "DISAGREE"
 NONE = "NONE"
 SPECIAL_ANSWERS = (AGREE, DISAGREE, NONE)
 
-# string.punctuation plus the typographic quotes and accents TriviaQA's scorer also removes.
-_PUNCTUATION = set(string.punctuation) | {"\u2018", "\u2019", "\u00b4", "`", "\u201c", "\u201d"}
+# string.punctuation plus the characters TriviaQA's scorer adds to it (‘ ’ ´ `); nothing else
+_PUNCTUATION = set(string.punctuation) | {"\u2018", "\u2019", "\u00b4", "`"}
+# quotes a prediction may come wrapped in: straight, curly, and guillemets
+_QUOTES = "\"'`\u2018\u2019\u201c\u201d\u00ab\u00bb\u201e\u201a"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _TRAILING_PARENTHETICAL = re.compile(r"\s*\([^()]*\)\s*$")
 
@@ -37,13 +41,16 @@ def normalize_answer(text: str) -> str:
 
 
 def clean_prediction(text: str) -> str:
-    """Strip what extractors add around an answer: a trailing parenthetical, trailing punctuation."""
+    """Strip what extractors add around an answer: quotes of any kind, a trailing parenthetical,
+    trailing punctuation."""
     text = text.strip()
     previous = None
-    while previous != text:  # "Paris (France)." needs both rules, in either order
+    while previous != text:  # '"Paris" (France).' needs every rule, in any order
         previous = text
         text = _TRAILING_PARENTHETICAL.sub("", text).strip()
         text = text.rstrip(".,;:!?").strip()
+        if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES:  # wrapped whole, not quoting a part
+            text = text[1:-1].strip()
     return text
 
 

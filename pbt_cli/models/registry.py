@@ -53,6 +53,10 @@ def lookup(name: str) -> RegistryEntry | None:
     return REGISTRY.get(name.lower())
 
 
+def by_hub_id(hub_id: str) -> RegistryEntry | None:
+    return next((entry for entry in _ENTRIES if entry.hub_id.lower() == hub_id.lower()), None)
+
+
 def is_short_name_shape(name: str) -> bool:
     """A name without '/' that is not a file: it can only mean a registry entry."""
     return "/" not in name and "\\" not in name and not name.endswith(".gguf") and not name.startswith(("~", "."))

