@@ -1,4 +1,4 @@
-"""`pbt eval flipflop|ays|team|report`: the paper's three evaluations and a comparison of results."""
+"""`pbt eval flipflop|ays|team|farm|report`: the paper's four evaluations and a comparison of results."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pbt_cli.data.questions import check_source
 from pbt_cli.errors import PbtError
 from pbt_cli.evals.results import format_metric
 
-HELP = "The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues)."
+HELP = ("The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues), "
+        "farm (resistance to misinformation).")
 
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -194,39 +195,174 @@ def team(
     _render(results, folder, json_out, f"team: x={cfg.model_x.display_name}, y={cfg.model_y.display_name}")
 
 
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    """A repeatable option that also takes comma-separated names (--subset nq1,nq2)."""
+    names = [name.strip().lower() for value in values or () for name in value.split(",") if name.strip()]
+    return tuple(names) or None
 
-@app.command("report", help="Compare every result under a folder in one table; plot resist vs accept and team order.")
+
+def _render_farm(results: dict[str, Any], folder: Path, json_out: bool, title: str) -> None:
+    """One row per subset/strategy and pooled: n, initial accuracy, MSR, accuracy after each turn, turns."""
+    if json_out:
+        print(json.dumps(results, indent=2))
+        return
+    if results.get("reused"):
+        title += " (up to date, reused)"
+    from rich import box
+    from rich.markup import escape
+
+    from pbt_cli.evals.farm import TURNS
+
+    caption = ("init: initial accuracy; MSR: misinformation success rate, persuaded / initially correct (lower is "
+               "better); tN: accuracy after turn N (turn 0 = 'I believe ...'); turns: to persuasion, counted from 1, "
+               "mean and min-max among the persuaded")
+    table = Table(title=title, caption=escape(caption), box=box.SIMPLE_HEAD, padding=(0, 0, 0, 1),
+                  pad_edge=False)
+    table.add_column("subset/strategy", overflow="fold")
+    for column in ("n", "init", "MSR", *[f"t{t}" for t in range(TURNS)], "turns", "range"):
+        table.add_column(column, justify="right", no_wrap=True)
+
+    def value(entry: dict[str, Any] | None, digits: int = 3) -> str:
+        number = (entry or {}).get("value")
+        return "-" if number is None else f"{number:.{digits}f}"
+
+    for name, entry in results["metrics"].items():
+        turns = value(entry.get("mean_turns_to_persuasion"), 2)
+        span = "-" if turns == "-" else (f"{value(entry.get('min_turns_to_persuasion'), 0)}-"
+                                         f"{value(entry.get('max_turns_to_persuasion'), 0)}")
+        after = entry.get("accuracy_after_turn") or {}
+        table.add_row(name, str(entry.get("counts", {}).get("questions", "")), value(entry.get("initial_accuracy")),
+                      value(entry.get("misinformation_success_rate")),
+                      *[value(after.get(str(t))) for t in range(TURNS)], turns, span)
+    console.stdout.print(table)
+    console.stderr.print(f"results: {folder / 'results.json'}\nsamples: {folder / 'samples.jsonl'}", highlight=False)
+
+
+@app.command("farm", help="Resistance to misinformation on the Farm dataset: accuracy under persuasion, turn by turn.")
+@o.pbt_command
+@o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
+                  o.RUN_PARAMETERS)
+def farm(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="Short name, hub id, model folder or adapter folder.")],
+    farm_data: Annotated[str, typer.Option(
+        "--farm", help="embedded:farm-sample (a small sample shipped with pbt), a Farm .jsonl file, or a folder "
+        "holding Boolq.jsonl, NQ1.jsonl, NQ2.jsonl, TruthfulQA.jsonl (download them: see README).")],
+    subset: Annotated[list[str] | None, typer.Option(
+        "--subset", help="boolq, nq1, nq2, truthfulqa (repeat the flag or separate by commas; default: all).")] = None,
+    strategy: Annotated[list[str] | None, typer.Option(
+        "--strategy", help="logical (the paper's), credibility, emotional, control (repeat the flag or separate by "
+        "commas; default: logical).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="The first N questions of each subset.")] = None,
+    format_retries: Annotated[int, typer.Option(
+        "--format-retries", help="Resample an answer with no readable choice up to N times (paper: 1).")] = 1,
+    temperature: Annotated[float, typer.Option("--temperature", help="Asking and probing.",
+                                               rich_help_panel=o.SAMPLING)] = 0.2,
+    top_p: Annotated[float, typer.Option("--top-p", help="Every request.", rich_help_panel=o.SAMPLING)] = 0.9,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", help="Asking and probing, multiple choice.",
+                                                rich_help_panel=o.SAMPLING)] = 20,
+    boolq_max_new_tokens: Annotated[int, typer.Option("--boolq-max-new-tokens", help="Asking and probing, BoolQ.",
+                                                      rich_help_panel=o.SAMPLING)] = 8,
+    reply_temperature: Annotated[float, typer.Option("--reply-temperature", help="Replies to persuasion.",
+                                                     rich_help_panel=o.SAMPLING)] = 0.8,
+    reply_max_new_tokens: Annotated[int, typer.Option("--reply-max-new-tokens", help="Replies to persuasion.",
+                                                      rich_help_panel=o.SAMPLING)] = 200,
+    out: Out = Path("results"),
+    overwrite: o.Overwrite = False,
+    json_out: o.JsonOut = False,
+    seed: o.Seed = 42,
+    **shared: Any,
+) -> None:
+    from pbt_cli.data.farm import EMBEDDED_PREFIX, load_farm
+    from pbt_cli.evals.farm import FarmConfig, run_farm
+
+    dry_run = bool(shared["dry_run"])
+    params = ctx.params
+    cfg = FarmConfig(model=o.model_spec_from(params, "model", with_overrides=True), farm=farm_data,
+                     subsets=_names(subset), strategies=_names(strategy) or ("logical",), limit=limit,
+                     format_retries=format_retries, seed=seed, temperature=temperature, top_p=top_p,
+                     max_new_tokens=max_new_tokens, boolq_max_new_tokens=boolq_max_new_tokens,
+                     reply_temperature=reply_temperature, reply_max_new_tokens=reply_max_new_tokens, out=out,
+                     backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params))
+    o.check_models(cfg.model, dry_run=dry_run)
+    if dry_run:
+        if farm_data.strip().startswith(EMBEDDED_PREFIX):
+            load_farm(cfg.farm, cfg.subsets, cfg.limit)
+        else:
+            o.check_input(Path(farm_data), "--farm", dry_run=True,
+                          check=lambda _: load_farm(cfg.farm, cfg.subsets, cfg.limit))
+        o.print_dry_run("pbt eval farm", cfg)
+        return
+    with console.progress("eval farm") as progress:
+        results, folder = run_farm(cfg, progress=progress)
+    _render_farm(results, folder, json_out, f"farm: {cfg.model.display_name} on {farm_data}")
+
+
+@app.command("report", help="Compare every finished result under a folder: one tidy table (table, csv, json or "
+             "markdown) and plots with 95% intervals.")
 @o.pbt_command
 def report(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write report_*.png into the folder.")] = True,
-    json_out: o.JsonOut = False,
+    format: Annotated[Literal["table", "csv", "json", "markdown"], typer.Option(
+        "--format", help="table: one table per model (fits 80 columns); csv, json, markdown: the tidy rows "
+        "(model, base, eval, metric, value, ci_low, ci_high, n, extractor, seed) on stdout.")] = "table",
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where report.csv/.md/.json and the plots go (default: FOLDER/report).")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write report_*.png plots.")] = True,
+    mixed_extractors: Annotated[bool, typer.Option(
+        "--mixed-extractors/--no-mixed-extractors", help="Report results read by different answer extractors "
+        "together (refused otherwise: scores from different readers do not compare); each row names its reader.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json/--no-json", help="Same as --format json.")] = False,
     config: o.ConfigFile = None,
     dry_run: o.DryRun = False,
 ) -> None:
-    from pbt_cli.evals.report import COLUMNS, collect, plot
+    from pbt_cli.evals.report import (
+        REPORT_OUTPUTS,
+        as_csv,
+        as_json,
+        as_markdown,
+        collect,
+        plot,
+        render,
+        tables,
+    )
+    from pbt_cli.outputs import claim_output
 
     def must_be_folder(path: Path) -> None:
         if not path.is_dir():
             raise PbtError(f"{path} is not a folder; give the --out folder of `pbt eval`")
 
+    format = "json" if json_out else format
+    target = out or folder / "report"
     o.check_input(folder, "results folder", dry_run=dry_run, check=must_be_folder)
     if dry_run:
-        o.print_dry_run("pbt eval report", {"folder": folder, "plots": plots})
+        o.print_dry_run("pbt eval report", {"folder": folder, "format": format, "out": target, "plots": plots,
+                                            "mixed_extractors": mixed_extractors})
         return
-    result = collect(folder)
-    written = plot(result, folder) if plots else []
-    if json_out:
-        print(json.dumps({"rows": result.rows, "plots": [str(p) for p in written]}, indent=2))
-        return
-    used = [c for c, _, _ in COLUMNS if any(row.get(c) is not None for row in result.rows.values())]
-    table = Table(title=f"results under {folder}")
-    table.add_column("model", overflow="fold")
-    for column in used:  # numbers never wrap; long model names fold instead
-        table.add_column(column, justify="right", no_wrap=True, min_width=6)
-    for name, row in result.rows.items():
-        table.add_row(name, *[("-" if row.get(c) is None else f"{row[c]:.3f}") for c in used])
-    console.stdout.print(table)
+    result = collect(folder, mixed_extractors=mixed_extractors)
+    with claim_output(target, "eval report", outputs=REPORT_OUTPUTS, overwrite=True) as claimed:
+        claimed.remove_owned()
+        for name, text in (("report.csv", as_csv(result.rows)), ("report.md", as_markdown(result.rows)),
+                           ("report.json", as_json(result.rows))):
+            (target / name).write_text(text, encoding="utf-8")
+        written = plot(result, target) if plots else []
+        from pbt_cli.artifacts import base_manifest
+
+        manifest = base_manifest("eval report", {"folder": folder, "mixed_extractors": mixed_extractors})
+        claimed.write_manifest({**manifest, "status": "complete", "rows": len(result.rows),
+                                "results": [str(r.path) for r in result.results], "extractors": result.extractors})
+    if format != "table":
+        print(render(result.rows, format), end="")
+    else:
+        readers = ", ".join(result.extractors) or "none"
+        console.stdout.print(f"results under {folder} (answers read by: {readers})", highlight=False, markup=False)
+        for table in tables(result, str(folder)):
+            console.stdout.print(table, soft_wrap=False)  # a table and its title fit the width
+    for skipped in result.skipped:
+        console.stderr.print(f"[yellow]note[/]: {skipped} is not finished; rerun its command to include it",
+                             highlight=False)
+    console.stderr.print(f"tables: {target}/report.csv, report.md, report.json", highlight=False)
     for path in written:
         console.stderr.print(f"plot: {path}", highlight=False)
