@@ -41,8 +41,9 @@ exec "{python}" -m pbt_cli "$@" --dry-run
 SCRIPTS = sorted(p for p in RECIPES.rglob("*") if p.suffix in (".sh", ".sbatch"))
 
 
-@pytest.fixture
-def shims(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def shims(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    tmp_path = tmp_path_factory.mktemp("recipes")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("pbt", PBT_SHIM), ("accelerate", ACCELERATE_SHIM)):
@@ -53,7 +54,7 @@ def shims(tmp_path: Path) -> dict[str, str]:
     env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", SHIM_LOG=str(tmp_path / "calls.log"),
                SLURM_ARRAY_TASK_ID="0", OUT=str(tmp_path / "out"), DATA=str(tmp_path / "data"),
                TREES=str(tmp_path / "trees"), PAIRS=str(tmp_path / "pairs"), RESULTS=str(tmp_path / "results"),
-               DATA_ROOT=str(tmp_path / "data"), SEEDS="42", MODELS="llama-3.1-8b-instruct",
+               DATA_ROOT=str(tmp_path / "data"), SEEDS="12 42 64", MODELS="llama-3.1-8b-instruct",
                PYTHONPATH=str(ROOT))
     return env
 
@@ -64,13 +65,25 @@ def test_recipes_exist():
             "released_models.sh"} <= names
 
 
+_RUNS: dict[tuple, tuple[subprocess.CompletedProcess, list[str]]] = {}
+
+
+def run_recipe(script: Path, env: dict[str, str], **extra: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """Run a recipe once per environment through the dry-run shims (cached: each pbt line costs a
+    process start); returns the finished process and the pbt command lines it ran."""
+    key = (str(script), tuple(sorted(extra.items())))
+    if key not in _RUNS:
+        log = Path(env["SHIM_LOG"]).with_name(f"calls-{len(_RUNS)}.log")
+        args = [str(log.with_suffix(".run"))] if script.name == "demo.sh" else []
+        done = subprocess.run(["bash", str(script), *args], cwd=ROOT, env={**env, **extra, "SHIM_LOG": str(log)},
+                              capture_output=True, text=True, timeout=600)
+        _RUNS[key] = (done, log.read_text().splitlines() if log.exists() else [])
+    return _RUNS[key]
+
+
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(RECIPES)))
-def test_every_command_line_of_the_recipe_dry_runs(script: Path, shims: dict[str, str], tmp_path: Path):
-    args = [str(tmp_path / "run")] if script.name == "demo.sh" else []
-    done = subprocess.run(["bash", str(script), *args], cwd=ROOT, env=shims, capture_output=True, text=True,
-                          timeout=300)
-    log = Path(shims["SHIM_LOG"])
-    calls = log.read_text().splitlines() if log.exists() else []
+def test_every_command_line_of_the_recipe_dry_runs(script: Path, shims: dict[str, str]):
+    done, calls = run_recipe(script, shims)
     assert done.returncode == 0, f"{script.name} failed:\n{done.stderr[-3000:]}"
     assert calls, f"{script.name} ran no pbt command"
     assert "configuration is valid" in done.stderr
@@ -95,3 +108,77 @@ def test_accelerate_configs_parse():
         data = yaml.safe_load(config.read_text())
         assert data["distributed_type"] in ("MULTI_GPU", "FSDP")
         assert config.read_text().startswith("#")
+
+
+# --- the paper's protocol, as the recipes run it (docs/method.md §7) -------------------------------------------
+
+
+def recipe_calls(script: str, env: dict[str, str], **extra: str) -> list[list[str]]:
+    """The pbt command lines a recipe runs, each split into words (through the dry-run shims)."""
+    import shlex
+
+    done, calls = run_recipe(RECIPES / script, env, **extra)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [shlex.split(line) for line in calls]
+
+
+def option(call: list[str], name: str) -> str | None:
+    return call[call.index(name) + 1] if name in call else None
+
+
+def test_each_mix_gets_its_own_sft_and_the_original_sizes(shims: dict[str, str]):
+    calls = recipe_calls("paper/prepare_data.sh", shims)
+    renders = [c for c in calls if c[1] == "preprocess"]
+    assert {(option(c, "--format"), option(c, "--mix")) for c in renders} == {
+        (fmt, mix) for fmt in ("sft", "dpo") for mix in ("balanced", "accept", "resist")}
+    assert not any("--limit" in c or "--no-balance" in c for c in renders)  # the original 2m / m / m sizes
+    [judge] = [option(c, "--judge") for c in calls if c[1] == "filter"]
+    assert judge == "llama-3-8b-instruct"
+
+
+def test_the_equal_size_ablation_cuts_every_mix_to_one_size(shims: dict[str, str]):
+    calls = recipe_calls("paper/prepare_data.sh", shims, EQUAL_SIZE="1", FAMILIES="mistral-7b-instruct-v0.2")
+    limits = {option(c, "--limit") for c in calls if c[1] == "preprocess"}
+    assert limits == {"1"}  # m (1 in a dry run, where the pairs do not exist yet), the same for every mix
+
+
+def test_every_dpo_run_starts_from_the_sft_of_its_own_mix(shims: dict[str, str]):
+    calls = recipe_calls("paper/train.sh", shims)
+    sft_out = {(option(c, "--seed"), option(c, "--data").rsplit("sft_", 1)[1]): option(c, "--out")
+               for c in calls if c[1] == "sft"}
+    dpo = [c for c in calls if c[1] == "dpo"]
+    assert len(sft_out) == len(dpo) == 9  # three mixes x three seeds, each with its own SFT
+    for call in dpo:
+        seed, mix = option(call, "--seed"), option(call, "--data").rsplit("dpo_", 1)[1]
+        assert option(call, "--adapter") == sft_out[(seed, mix)], call
+        assert option(call, "--extractor-model") == "mistral-7b-instruct-v0.2"  # the one reader
+        assert option(call, "--config") == "recipes/configs/dpo_8b.yaml" and "--eval-limit" not in call
+    config = yaml.safe_load((RECIPES / "configs" / "dpo_8b.yaml").read_text())
+    assert config["eval_limit"] == 1000 and config["eval_strategy"] == "epoch"
+
+
+def test_the_70b_run_keeps_its_best_epoch(shims: dict[str, str]):
+    calls = recipe_calls("paper/train_70b.sh", shims)
+    [dpo] = [c for c in calls if "dpo" in c]
+    [select] = [c for c in calls if "select-checkpoint" in c]
+    assert option(select, "--run") == option(dpo, "--out")
+    assert option(select, "--extractor-model") == "mistral-7b-instruct-v0.2" and option(select, "--eval-limit") == "1000"
+    config = yaml.safe_load((RECIPES / "configs" / "dpo_70b.yaml").read_text())
+    assert config["save_strategy"] == "epoch" and config["save_total_limit"] is None
+    assert config["eval_strategy"] == "no"
+
+
+def test_one_reader_grades_every_evaluation(shims: dict[str, str]):
+    for script in ("paper/evaluate.sbatch", "paper/released_models.sh"):
+        calls = recipe_calls(script, shims)
+        graded = [c for c in calls if c[1] == "eval" and c[2] in ("flipflop", "ays", "team")]
+        assert graded and all(option(c, "--extractor-model") == "mistral-7b-instruct-v0.2" for c in graded), script
+
+
+def test_slurm_recipes_stop_cleanly_and_requeue():
+    for script in ("generate_trees.sbatch", "evaluate.sbatch"):
+        text = (RECIPES / "paper" / script).read_text()
+        assert "#SBATCH --signal=B:TERM@300" in text and "#SBATCH --requeue" in text
+        assert "source recipes/paper/on_preemption.bash" in text
+        pbt_lines = [line for line in text.splitlines() if line.lstrip().startswith(("pbt ", "resumable pbt "))]
+        assert pbt_lines and all(line.lstrip().startswith("resumable pbt ") for line in pbt_lines)

@@ -1,4 +1,4 @@
-"""`pbt download-models`: the paper's released PBT checkpoints (SPEC.md section 8)."""
+"""`pbt download-models`: the paper's released PBT checkpoints (docs/method.md §7.7)."""
 
 from __future__ import annotations
 

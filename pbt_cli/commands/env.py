@@ -26,7 +26,8 @@ def collect_environment() -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
         info["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
         info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        info["bf16_on_cpu"] = _cpu_bf16()
+        info["bf16_on_cpu"] = _cpu_flag("avx512_bf16") or _cpu_flag("amx_bf16")
+        info["cpu_inference"] = cpu_inference_path()
     except ImportError:
         info["torch"] = None
     info["bitsandbytes_4bit"] = _four_bit_check()
@@ -42,11 +43,21 @@ def collect_environment() -> dict[str, Any]:
     return info
 
 
-def _cpu_bf16() -> bool:
+def cpu_inference_path() -> str:
+    """Which arithmetic `--dtype auto` uses for inference on this CPU, and why (README, Performance)."""
+    from pbt_cli.models.loading import cpu_has_bf16
+
+    if cpu_has_bf16():
+        return "bfloat16: this CPU computes it natively (AVX512-BF16 or AMX), about 2x float32"
+    isa = "AVX512" if _cpu_flag("avx512f") else "AVX2" if _cpu_flag("avx2") else "no AVX2"
+    return (f"float32: this CPU ({isa}) has no bfloat16 arithmetic, which torch would emulate slowly; add "
+            "--dynamic-int8 for the faster int8 path (the demo does)")
+
+
+def _cpu_flag(flag: str) -> bool:
     try:
         with open("/proc/cpuinfo") as handle:
-            flags = handle.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
+            return f" {flag}" in handle.read()
     except OSError:
         return False
 

@@ -1,4 +1,4 @@
-"""`pbt generate`: persuasion dialogue trees (SPEC.md section 3)."""
+"""`pbt generate`: persuasion dialogue trees (docs/method.md §2)."""
 
 from __future__ import annotations
 

@@ -88,6 +88,10 @@ DoubleQuant = Annotated[bool, typer.Option("--bnb-4bit-use-double-quant/--no-bnb
 TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code/--no-trust-remote-code",
                                                help="Allow model code from the hub to run (off by default).",
                                                rich_help_panel=LOADING)]
+DynamicInt8 = Annotated[bool, typer.Option(
+    "--dynamic-int8/--no-dynamic-int8", help="CPU inference: Linear layers in int8 with activations quantized on the "
+    "fly (torch dynamic quantization); the fast path on CPUs without bfloat16 (see README, Performance).",
+    rich_help_panel=LOADING)]
 AttnImplementation = Annotated[str | None, typer.Option(
     "--attn-implementation", help="transformers attention kernel (sdpa, eager, flash_attention_2).",
     rich_help_panel=LOADING)]
@@ -151,6 +155,7 @@ LOAD_PARAMETERS: list[tuple[str, Any, Any]] = [
     ("bnb_4bit_use_double_quant", DoubleQuant, False),
     ("trust_remote_code", TrustRemoteCode, False),
     ("attn_implementation", AttnImplementation, None),
+    ("dynamic_int8", DynamicInt8, False),
 ]
 BACKEND_PARAMETERS: list[tuple[str, Any, Any]] = [
     ("backend", Backend, "transformers"),
@@ -211,7 +216,8 @@ def load_options_from(params: dict[str, Any]) -> LoadOptions:
     )
     return LoadOptions(dtype=params.get("dtype", "auto"), device_map=params.get("device_map", "auto"),
                        quantization=quantization, trust_remote_code=params.get("trust_remote_code", False),
-                       attn_implementation=params.get("attn_implementation"))
+                       attn_implementation=params.get("attn_implementation"),
+                       dynamic_int8=params.get("dynamic_int8", False))
 
 
 def backend_options_from(params: dict[str, Any]) -> BackendOptions:

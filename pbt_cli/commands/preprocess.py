@@ -49,7 +49,7 @@ def preprocess(
 ) -> None:
     spec = ModelSpec.parse(tokenizer, revision=revision, chat_template=chat_template,
                            load=o.load_options_from(ctx.params))
-    if max_length is None:  # the paper's training lengths (SPEC.md 6), so nothing kept is truncated later
+    if max_length is None:  # the paper's training lengths (docs/method.md §4.5), so nothing kept is truncated later
         max_length = 1024 if format == "sft" else 1000
     cfg = PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, format=format, mix=mix, limit=limit,
                            max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, balance=balance,

@@ -15,7 +15,7 @@ import difflib
 import re
 import string
 
-# The special answers an extractor may return instead of an answer (SPEC.md section 3).
+# The special answers an extractor may return instead of an answer (docs/method.md §2.8).
 AGREE = "AGREE"
 DISAGREE = "DISAGREE"
 NONE = "NONE"
@@ -28,7 +28,7 @@ _QUOTES = "\"'`\u2018\u2019\u201c\u201d\u00ab\u00bb\u201e\u201a"
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _TRAILING_PARENTHETICAL = re.compile(r"\s*\([^()]*\)\s*$")
 
-# Two answers that contain one another count as the same only above this ratio (SPEC.md 4.2).
+# Two answers that contain one another count as the same only above this ratio (docs/method.md §1.6).
 SIMILARITY_THRESHOLD = 0.5
 
 
@@ -86,7 +86,7 @@ def similarity_ratio(a: str, b: str) -> float:
 
 
 def same_answer(a: str | None, b: str | None) -> bool:
-    """Whether two (resolved) answers name the same thing, by string rules only (SPEC.md 4.2).
+    """Whether two (resolved) answers name the same thing, by string rules only (docs/method.md §1.6).
 
     NONE is never the same as anything, itself included.
     """

@@ -20,7 +20,7 @@ from pbt_cli.errors import PbtError
 KINDS = ("resist", "accept")
 SPLITS = ("train", "valid", "test")
 SPLIT_FILES = tuple(f"{split}.jsonl" for split in SPLITS)
-# The flipflop evaluation's names for the two kinds (SPEC.md 5 and 7).
+# The flipflop evaluation's names for the two kinds (docs/method.md §4.3 and §6.2).
 EVAL_LABELS = {"resist": "flip_correct_to_incorrect", "accept": "flip_incorrect_to_correct"}
 
 

@@ -206,7 +206,7 @@ def check_tree(tree: Tree, where: str) -> None:
                        "(their parents form a cycle)")
 
 
-# --- answer resolution (docs/method.md §2.5 and §3.2) ------------------------------------------------------------
+# --- answer resolution (docs/method.md §2.8 and §3.2) ------------------------------------------------------------
 
 
 def resolve_step(parent_state: dict[str, str], speaker: str, extracted: str | None) -> dict[str, str]:
@@ -299,7 +299,7 @@ def _read_tree_file(file: Path) -> Iterator[Tree]:
         yield Tree.from_record(record, f"{file} line {number}")
 
 
-# --- the reference code's format (docs/method.md §2.8) ---------------------------------------------------
+# --- the reference code's format (docs/method.md §2.13) ---------------------------------------------------
 
 
 def from_reference_record(record: dict[str, Any], where: str) -> Tree:
@@ -308,7 +308,7 @@ def from_reference_record(record: dict[str, Any], where: str) -> Tree:
     The reference stores a JSON object with `data`, `metadata`, `model_a`, `model_b`; its nodes have
     `node_idx`, `agent_idx` (0 = A, 1 = B), `generation`, `extracted_ans`, `parent`, `children`, and
     the root has `node_idx` -1. It writes agent A's answer to `extracted_ans[1]` and B's to
-    `extracted_ans[0]` (docs/method.md §8); here answers are keyed by agent name.
+    `extracted_ans[0]` (docs/method.md §8.1); here answers are keyed by agent name.
     """
     metadata = record.get("metadata") or {}
     nodes = record["data"]

@@ -1,4 +1,4 @@
-"""Downloading the paper's released models (SPEC.md section 8) through huggingface_hub.
+"""Downloading the paper's released models (docs/method.md §7.7) through huggingface_hub.
 
 Whether a checkpoint is full weights or a LoRA adapter is read from the downloaded files
 (`adapter_config.json` present or not); an adapter records the base model it names.

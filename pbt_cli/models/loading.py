@@ -46,7 +46,15 @@ def cuda_available() -> bool:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 matmuls are ~2x faster."""
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX): then bf16 matmuls are ~2x faster.
+
+    PBT_CPU_BF16=0 (or 1) overrides what /proc/cpuinfo says: to measure the float32 path on a bf16 CPU
+    (benchmarks/demo_time.py --avx2-only), or to skip bf16 on a CPU where it is slow."""
+    import os
+
+    override = os.environ.get("PBT_CPU_BF16", "").strip()
+    if override in ("0", "1"):
+        return override == "1"
     try:
         with open("/proc/cpuinfo") as handle:
             flags = handle.read()
@@ -62,6 +70,8 @@ def resolved_dtype(load: LoadOptions, *, training: bool = False) -> str:
     AVX512-BF16 EPYC), else float32; CPU training stays float32."""
     if load.dtype != "auto":
         return load.dtype
+    if load.dynamic_int8:
+        return "float32"  # what runs between the int8 layers
     import torch
 
     if load.device_map != "cpu" and torch.cuda.is_available():
@@ -187,7 +197,30 @@ def load_model(spec: ModelSpec | ResolvedModel, *, trainable_adapter: bool = Fal
         raise
     if resolved.adapter:
         model = attach_adapter(model, resolved, trainable=trainable_adapter)
+    if load.dynamic_int8:
+        model = dynamic_int8(model, training=training)
     return model
+
+
+def dynamic_int8(model: Any, *, training: bool = False) -> Any:
+    """Every Linear layer with int8 weights and activations quantized per call (torch's fbgemm/oneDNN
+    kernels): on CPUs without bfloat16 arithmetic the fastest path measured for generation
+    (benchmarks/cpu_paths.py). An adapter is merged first, so its weights are quantized with the base's."""
+    import warnings
+
+    import torch
+
+    if training:
+        raise PbtError("--dynamic-int8 is for inference; train in float32 (or with --load-in-8bit/--load-in-4bit)")
+    if next(model.parameters()).device.type != "cpu":
+        raise PbtError("--dynamic-int8 runs on the CPU only; pass --device-map cpu or drop --dynamic-int8")
+    if hasattr(model, "merge_and_unload"):  # a PEFT model: one set of weights to quantize
+        model = model.merge_and_unload()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks eager quantization deprecated in favour of torchao
+        from torch.ao.quantization import quantize_dynamic
+
+        return quantize_dynamic(model.float(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def attach_adapter(model: Any, resolved: ResolvedModel, *, trainable: bool) -> Any:

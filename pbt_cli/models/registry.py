@@ -1,7 +1,7 @@
 """Short model names: the embedded demo model, the paper's released PBT models, and its base models.
 
 Whether a released model is full weights or a LoRA adapter is not recorded here: it is read from
-the downloaded files (`adapter_config.json` present or not), as SPEC.md section 8 asks.
+the downloaded files (`adapter_config.json` present or not), as docs/method.md §7.7 asks.
 """
 
 from __future__ import annotations

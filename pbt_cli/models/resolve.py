@@ -80,7 +80,7 @@ class ResolvedModel:
             "adapter": self.adapter,
             "adapter_base": self.adapter_base_name,
             "chat_template_override": str(self.spec.chat_template) if self.spec.chat_template else None,
-            "quantization": self.spec.load.quantization.label,
+            "quantization": self.spec.load.weights_label,
         }
 
 

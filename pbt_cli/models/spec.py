@@ -52,10 +52,23 @@ class LoadOptions:
     quantization: QuantizationSpec = field(default_factory=QuantizationSpec)
     trust_remote_code: bool = False
     attn_implementation: str | None = None
+    # every Linear layer in int8, activations quantized on the fly (torch's CPU kernels; inference only)
+    dynamic_int8: bool = False
 
     def __post_init__(self) -> None:
         require_one_of("--dtype", self.dtype, DTYPES)
         require_one_of("--device-map", self.device_map, DEVICE_MAPS)
+        if self.dynamic_int8 and self.quantization.enabled:
+            raise PbtError("--dynamic-int8 and --load-in-8bit/--load-in-4bit are exclusive; choose one")
+        if self.dynamic_int8 and self.dtype not in ("auto", "float32"):
+            raise PbtError(f"--dynamic-int8 computes in float32 between its int8 layers; drop --dtype {self.dtype}")
+        if self.dynamic_int8 and self.device_map == "cuda":
+            raise PbtError("--dynamic-int8 is a CPU inference path; on a GPU use --dtype bfloat16 (or 8/4-bit)")
+
+    @property
+    def weights_label(self) -> str:
+        """How the weights are stored, for manifests: none, 8bit, 4bit-nf4, dynamic-int8."""
+        return "dynamic-int8" if self.dynamic_int8 else self.quantization.label
 
 
 @dataclass(frozen=True)

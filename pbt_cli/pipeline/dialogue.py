@@ -2,7 +2,7 @@
 
 Trees are expanded level by level across many questions at once: every open branch of every tree
 at a level goes to the speaking agent's model in one `chat` call, then every new turn goes to the
-extractor in one more call (SPEC.md 3).
+extractor in one more call (docs/method.md §2.3, §2.7 and §2.12).
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def trim_unfinished_sentence(text: str) -> str:
 
 
 def personas_for(level: int, split: str, rng: random.Random) -> tuple[str, ...]:
-    """The personas of the turns that follow a turn at `level - 1` (SPEC.md 3, Expansion)."""
+    """The personas of the turns that follow a turn at `level - 1` (docs/method.md §2.3)."""
     if split == "eval":
         return (EVAL_PERSONA,)
     if level == 0:
@@ -133,7 +133,7 @@ def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: 
     """Grow one tree per question, all at once, level by level; returns the finished trees in order.
 
     Every sampled turn has its own seed, from the run's seed, the tree, the turn it answers and
-    its persona (docs/method.md §2.7), so a tree does not depend on which trees share its batch.
+    its persona (docs/method.md §2.10), so a tree does not depend on which trees share its batch.
     """
     trees = [new_tree(q, settings, models or {}) for q in questions]
     rngs = {t.tree_id: random.Random(f"{settings.seed}:{t.tree_id}") for t in trees}

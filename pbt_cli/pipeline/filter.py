@@ -122,7 +122,7 @@ class Candidate:
 
 
 def sibling_pairs(scored: ScoredTree, margin: float, removed: Counter) -> list[Candidate]:
-    """Pairs of siblings by the margin rule (inclusive, docs/method.md §3.5 and §8), each unordered pair once."""
+    """Pairs of siblings by the margin rule (inclusive, docs/method.md §3.4 and §8.2), each unordered pair once."""
     tree = scored.tree
     found: list[Candidate] = []
     for parent in tree.turns:
@@ -147,7 +147,7 @@ def sibling_pairs(scored: ScoredTree, margin: float, removed: Counter) -> list[C
 
 
 def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
-    """resist / accept / None, from the responder's view (docs/method.md §3.6)."""
+    """resist / accept / None, from the responder's view (docs/method.md §3.5)."""
     tree = scored.tree
     responder = chosen.agent
     persuader = other_agent(responder)

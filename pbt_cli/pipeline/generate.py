@@ -95,7 +95,7 @@ class GenerateConfig:
 def _model_identity(spec: ModelSpec) -> dict[str, Any]:
     return {"name": spec.name, "revision": spec.revision, "adapter": spec.adapter,
             "chat_template": str(spec.chat_template) if spec.chat_template else None,
-            "dtype": spec.load.dtype, "quantization": spec.load.quantization.label}
+            "dtype": spec.load.dtype, "quantization": spec.load.weights_label}
 
 
 @dataclass

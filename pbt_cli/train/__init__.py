@@ -1,1 +1,1 @@
-"""Training through TRL: `pbt sft` and `pbt dpo` (SPEC.md section 6)."""
+"""Training through TRL: `pbt sft` and `pbt dpo` (docs/method.md §5)."""

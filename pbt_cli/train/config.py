@@ -75,6 +75,8 @@ class TrainConfig:
         require_at_least("--save-total-limit", self.save_total_limit)
         if self.max_steps < 1 and self.num_train_epochs <= 0:
             raise PbtError("set --max-steps or a positive --num-train-epochs")
+        if self.model.load.dynamic_int8:
+            raise PbtError("--dynamic-int8 is for inference; train in float32 (or with --load-in-8bit/--load-in-4bit)")
         if self.learning_rate <= 0:
             raise PbtError(f"--learning-rate must be above 0, got {self.learning_rate}")
 

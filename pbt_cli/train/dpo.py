@@ -1,7 +1,7 @@
 """`pbt dpo`: DPO on the balanced preference pairs, continuing the SFT adapter.
 
 Reference policy (`--reference`):
-- `base` (default, SPEC.md 6 and the reference code): the policy with its adapter switched off, i.e.
+- `base` (default, docs/method.md §5.3, and the reference code): the policy with its adapter switched off, i.e.
   the base model, with no second copy of anything in memory;
 - `sft`: a frozen copy of the SFT adapter on the same base weights (TRL's own choice when it is
   handed a model with a trained adapter), i.e. the SFT model, as in textbook DPO.

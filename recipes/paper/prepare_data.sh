@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# From the trees to training data for each model family: filter once (with the paper's judge),
-# then render SFT and DPO datasets per tokenizer, for the balanced (PBT), accept-only and
-# resist-only mixes. The single-sided mixes get the same training size as the paper uses: the
-# number of accept pairs (--limit, read from the pairs' manifest).
+# From the trees to training data for each model family, as the original runs made it
+# (docs/method.md §7.2-7.3): filter once (with the paper's judge), then render, per tokenizer, an
+# SFT and a DPO dataset for each of the three mixes. Sizes follow the original --balance: both
+# kinds are cut to the smaller kind's count m, so the balanced mix (PBT) has 2m pairs and the
+# accept-only and resist-only mixes m each.
 #
 #   bash recipes/paper/prepare_data.sh              # after recipes/paper/generate_trees.sbatch
+#   EQUAL_SIZE=1 bash recipes/paper/prepare_data.sh # ablation: every mix cut to the same m pairs
 set -euo pipefail
 TREES=${TREES:-data/trees}
 PAIRS=${PAIRS:-data/pairs}
 DATA=${DATA:-data}
+JUDGE=${JUDGE:-llama-3-8b-instruct}   # the paper's judge of answer sameness and pair kinds
+EQUAL_SIZE=${EQUAL_SIZE:-0}
+FAMILIES=${FAMILIES:-llama-3.1-8b-instruct mistral-7b-instruct-v0.2 llama-3.1-70b-instruct}
 
-pbt filter --trees "$TREES" --out "$PAIRS" --judge llama-3-8b-instruct --backend vllm
+pbt filter --trees "$TREES" --out "$PAIRS" --judge $JUDGE --backend vllm
 
-# accept pairs in the train split: the size of every mix, for a fair comparison
-ACCEPT=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['counts']['train']['accept'])" \
-    "$PAIRS/manifest.json" 2>/dev/null || echo 1000)
+# m, the smaller kind's count in the train split (1 while the pairs do not exist yet: a --dry-run)
+M=$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['counts']['train']; print(min(c['accept'], c['resist']))" \
+    "$PAIRS/manifest.json" 2>/dev/null || echo 1)
+LIMIT=()
+if [ "$EQUAL_SIZE" = 1 ]; then
+    LIMIT=(--limit "$M")   # balanced: m/2 of each kind, accept-only and resist-only: m
+fi
 
-for FAMILY in llama-3.1-8b-instruct mistral-7b-instruct-v0.2 llama-3.1-70b-instruct; do
-    pbt preprocess --pairs "$PAIRS" --tokenizer $FAMILY --format sft --mix balanced \
-        --max-length 1024 --out "$DATA/$FAMILY/sft_balanced"
+for FAMILY in $FAMILIES; do
     for MIX in balanced accept resist; do
-        pbt preprocess --pairs "$PAIRS" --tokenizer $FAMILY --format dpo --mix $MIX --limit "$ACCEPT" \
+        # each mix gets its own SFT data: the preferred responses of its own pairs
+        pbt preprocess --pairs "$PAIRS" --tokenizer $FAMILY --format sft --mix $MIX ${LIMIT[@]+"${LIMIT[@]}"} \
+            --max-length 1024 --out "$DATA/$FAMILY/sft_$MIX"
+        pbt preprocess --pairs "$PAIRS" --tokenizer $FAMILY --format dpo --mix $MIX ${LIMIT[@]+"${LIMIT[@]}"} \
             --max-length 1000 --max-prompt-length 512 --out "$DATA/$FAMILY/dpo_$MIX"
     done
 done

@@ -5,13 +5,13 @@
 #
 # flipflop needs balanced test data rendered for each model's tokenizer: make it with
 # recipes/paper/prepare_data.sh, or point DATA_ROOT at data you already have. One extractor
-# (EXTRACTOR, default the base Llama-3.1-8B-Instruct) reads every model's answers. The 70B model is
+# (EXTRACTOR, default Mistral-7B-Instruct-v0.2, the original runs' reader) reads every model's answers. The 70B model is
 # downloaded too (`pbt download-models pbt-llama-3.1-70b`) but evaluated only on a multi-GPU node:
 # add it to the loop with `--tensor-parallel-size 4 --backend vllm`.
 set -euo pipefail
 RESULTS=${RESULTS:-results/released}
 DATA_ROOT=${DATA_ROOT:-data}
-EXTRACTOR=${EXTRACTOR:-llama-3.1-8b-instruct}
+EXTRACTOR=${EXTRACTOR:-mistral-7b-instruct-v0.2}
 
 pbt download-models pbt-llama-3.1-8b pbt-mistral-7b
 

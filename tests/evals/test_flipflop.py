@@ -1,4 +1,4 @@
-"""`pbt eval flipflop` (SPEC.md sections 5 and 7): accuracy on the balanced persuasion set.
+"""`pbt eval flipflop` (docs/method.md §4.3 and §6.2): accuracy on the balanced persuasion set.
 
 Rows are evaluation pairs: a dialogue `prompt` that ends with the persuader's turn, the responder's
 previous answer, the persuader's answer and the gold aliases. On `flip_correct_to_incorrect` rows the

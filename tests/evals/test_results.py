@@ -1,6 +1,6 @@
 """Results files shared by every evaluation: bootstrap intervals, metric entries, paired differences.
 
-SPEC.md section 7: every evaluation reports its metrics with a 95% bootstrap confidence interval and n.
+docs/method.md §6.1: every evaluation reports its metrics with a 95% bootstrap confidence interval and n.
 """
 
 from __future__ import annotations

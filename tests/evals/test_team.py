@@ -1,4 +1,4 @@
-"""`pbt eval team` (SPEC.md section 7): two models in standard dialogues, in both speaking orders.
+"""`pbt eval team` (docs/method.md §6.4): two models in standard dialogues, in both speaking orders.
 
 Scripted models: X's own answer is always right, Y's always wrong. Each is an "adopter" (once it sees
 the other model's answer, it takes it over) or "stubborn" (it never changes), per question:

@@ -1,4 +1,4 @@
-"""`pbt download-models` and the released models' short names (SPEC.md section 8).
+"""`pbt download-models` and the released models' short names (docs/method.md §7.7).
 
 The hub is faked at its boundary: `huggingface_hub.snapshot_download` is replaced by a function that
 writes a folder holding either an adapter (adapter_config.json naming a base) or full weights

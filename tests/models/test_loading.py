@@ -142,3 +142,27 @@ def test_prefix_order_puts_prompts_with_a_shared_start_together(tiny_model_dir):
     prompts = [[1, 2, 9], [5, 6, 7], [1, 2, 3], [5, 6, 8]]
     plan = generator.plan_batches(prompts, Sampling(max_new_tokens=4))
     assert sorted(map(sorted, plan)) == [[0, 2], [1, 3]]  # [1, 2, ...] together, [5, 6, ...] together
+
+
+def test_dynamic_int8_puts_every_linear_layer_in_int8_and_still_generates(tiny_model_dir):
+    spec = ModelSpec.parse(str(tiny_model_dir), load=LoadOptions(dynamic_int8=True, device_map="cpu"))
+    generator = TransformersGenerator(spec)
+    import torch
+
+    linear = [m for m in generator.model.modules() if isinstance(m, torch.nn.Linear)]
+    quantized = [m for m in generator.model.modules() if "quantized.dynamic" in type(m).__module__
+                 and type(m).__name__ == "Linear"]
+    assert not linear and len(quantized) == 2 * 7 + 1  # every projection of both layers, and lm_head
+    [reply] = generator.chat([[{"role": "user", "content": "Paris?"}]], Sampling(temperature=0.0, max_new_tokens=3))
+    assert isinstance(reply, str)
+    assert generator.describe()["quantization"] == "dynamic-int8"
+
+
+@pytest.mark.parametrize(("load", "message"), [
+    ({"dynamic_int8": True, "quantization": QuantizationSpec(load_in_8bit=True)}, "exclusive"),
+    ({"dynamic_int8": True, "dtype": "bfloat16"}, "float32"),
+    ({"dynamic_int8": True, "device_map": "cuda"}, "CPU inference path"),
+])
+def test_dynamic_int8_refusals(load, message):
+    with pytest.raises(PbtError, match=message):
+        LoadOptions(**load)

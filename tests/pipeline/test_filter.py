@@ -1,7 +1,7 @@
 """`pbt filter`: answers resolved and unified, trees scored, sibling pairs, kinds, splits, output.
 
 Every tree here is built by hand with `TreeBuilder` and every expected pair is worked out by hand
-from SPEC.md section 4 (with section 9's fixes); the comments next to each expectation give the
+from docs/method.md §3 (with §8's fixes); the comments next to each expectation give the
 arithmetic. Question used throughout: "What is the capital of France?", gold alias "paris".
 
 The two main shapes (both-first, 4 levels, as `pbt generate` grows them):
@@ -172,7 +172,7 @@ def test_clean_resist_tree_gives_three_resist_pairs_at_the_leaves(tmp_path):
 def test_clean_accept_tree_passes_the_inclusive_margin(tmp_path):
     _, pairs = filter_all_train(tmp_path, accept_tree())
     # Leaves: B persuaded to Paris -> both right, own 2; B stays on London -> own 1.
-    # (2 - 1) / 2 = 0.5 >= 0.5 (inclusive, SPEC.md 9). Responder B: previous (B1) London wrong, the
+    # (2 - 1) / 2 = 0.5 >= 0.5 (inclusive, docs/method.md §3.4). Responder B: previous (B1) London wrong, the
     # persuader's Paris correct, chosen correct, rejected wrong -> accept.
     assert summary(pairs) == [
         ("accept:6>5", "accept", "Paris", "London", 2, 1),
@@ -375,7 +375,7 @@ def test_a_right_persuader_in_other_words_is_no_resist_pair():
 
 def reference_record(builder: TreeBuilder) -> dict:
     """The builder's tree in the reference code's layout: node_idx = pbt id - 1 (root -1), agent_idx
-    0 = A / 1 = B, and extracted_ans with A's answer in slot 1 and B's in slot 0 (SPEC.md 3 and 9)."""
+    0 = A / 1 = B, and extracted_ans with A's answer in slot 1 and B's in slot 0 (docs/method.md §2.13 and §8.1)."""
     nodes = []
     for turn in builder.turns:
         is_root = turn["parent"] is None
@@ -416,7 +416,7 @@ def test_reference_format_gives_the_same_resist_pairs(tmp_path):
 
     assert [comparable(p) for p in theirs] == [comparable(p) for p in ours]
 
-    # What the reference code does (SPEC.md 9): read each agent's answer from the slot of its own
+    # What the reference code does (docs/method.md §8.1): read each agent's answer from the slot of its own
     # index: every B turn reads A's London and every A turn reads B's answer. Then B always says
     # London, all siblings tie, and the clean tree yields no pair at all.
     misread = reference_record(builder)

@@ -1,8 +1,8 @@
 """`pbt generate`: tree shape, early stops, what each agent sees, answers, batching, output, resume, shards.
 
 The exact logic is tested with scripted agents (`ScriptedGenerator`, replies from a Python function)
-injected through `GeneratorPool(preset=...)`; expected values are worked out by hand from SPEC.md
-section 3. Two tests at the end run the tiny random Llama through the real transformers backend and
+injected through `GeneratorPool(preset=...)`; expected values are worked out by hand from
+docs/method.md §2. Two tests at the end run the tiny random Llama through the real transformers backend and
 the real CLI entry point.
 
 Scripted conventions used throughout: an agent's reply says "My answer is X." (plus other text),
@@ -234,7 +234,7 @@ def test_two_none_answers_do_not_count_as_agreement(tmp_path):
 
 def test_agree_with_an_agent_that_gave_no_answer_does_not_stop_the_branch(tmp_path):
     # A never answers; B accept says AGREE, which resolves to A's NONE: both agents are at NONE,
-    # which SPEC.md 3 says is not agreement, so the AGREE branches go on like the others.
+    # which docs/method.md §2.9 says is not agreement, so the AGREE branches go on like the others.
     run = generate(tmp_path, fixed("NONE"), by_persona({"accept": "AGREE"}, default="NONE"))
     turns = dialogue(run.records[0])
     assert len(turns) == 21

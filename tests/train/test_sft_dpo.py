@@ -1,4 +1,4 @@
-"""`pbt sft`, `pbt dpo` and `pbt export` on the tiny Llama (SPEC.md section 6).
+"""`pbt sft`, `pbt dpo` and `pbt export` on the tiny Llama (docs/method.md §5).
 
 The data and the two shared runs (`sft_run`, `dpo_run`) come from tests/train/conftest.py. Tests that
 change an output folder (resume, overwrite, refusals) train their own one to six steps in tmp_path.
@@ -248,7 +248,7 @@ def test_dpo_continues_the_sft_adapter_and_keeps_the_best_checkpoint(dpo_run, sf
 
 
 def test_dpo_reference_is_the_base_by_default(dpo_run):
-    """SPEC.md 6: the reference is the policy with its adapter off, so TRL's frozen "ref" copy of the SFT
+    """docs/method.md §5.3: the reference is the policy with its adapter off, so TRL's frozen "ref" copy of the SFT
     adapter is removed and no checkpoint carries one."""
     out, code, err = dpo_run
     assert code == 0, err
@@ -538,6 +538,8 @@ def rewrite_splits(source: Path, target: Path, keep: dict) -> Path:
             continue
         rows = list(keep[split](load_split(source, split)))
         manifest["counts"][split] = len(rows)
+        if not rows:  # as `pbt preprocess` writes an empty split: no file
+            manifest["files"].pop(split, None)
         if rows:
             layout = manifest["format"] if split == "train" else "dpo"
             write_split(target / split_file(split), rows, layout)

@@ -5,7 +5,7 @@ conversations (each a list of {"role", "content"} messages) and either one `Samp
 one per conversation. A conversation that ends with an assistant message is continued (used to
 prefill "Final answer:" for the answer extractor). Replies come back in input order, new text only.
 
-Seeds belong to requests, not to batches (docs/method.md §2.7): a sampled request carries its own
+Seeds belong to requests, not to batches (docs/method.md §2.10): a sampled request carries its own
 `seed`, derived by the stage from stable ids (`request_seed`), and every backend draws that
 request's tokens from a random stream of its own, so a reply does not depend on which other
 requests shared its batch, on the batch size, the shard layout or the backend.

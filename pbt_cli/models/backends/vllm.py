@@ -86,6 +86,9 @@ def refuse_unsupported(resolved: ResolvedModel) -> None:
         bits = 4 if quantization.load_in_4bit else 8
         raise PbtError(f"the vllm backend cannot load --load-in-{bits}bit (bitsandbytes {bits}-bit) weights: "
                        f"vLLM 0.33 has no bitsandbytes quantization; {QUANTIZED_ALTERNATIVES}")
+    if resolved.spec.load.dynamic_int8:
+        raise PbtError("--dynamic-int8 is pbt's CPU path with the transformers backend; vLLM runs on GPUs: drop "
+                       "--dynamic-int8 (or use --backend transformers)")
     if resolved.gguf_file:
         gguf = Path(resolved.base) / resolved.gguf_file
         raise PbtError(f"the vllm backend cannot load the GGUF file {gguf}: vLLM 0.33 has no GGUF loader; "
@@ -166,7 +169,7 @@ def sampling_params(vllm: Any, sampling: Sampling) -> Any:
     if sampling.top_k > 0:
         kwargs["top_k"] = sampling.top_k
     if sampling.seed is not None and not sampling.greedy:
-        kwargs["seed"] = sampling.seed  # the request's own seed (docs/method.md §2.7)
+        kwargs["seed"] = sampling.seed  # the request's own seed (docs/method.md §2.10)
     return vllm.SamplingParams(**kwargs)
 
 
