@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s compat`.
+"""Sessions: `nox -s tests` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s compat`, `nox -s gpu_check`.
 
 Each session installs torch first (PBT_TORCH_SPEC, default the CPU wheel `torch==2.13.0`; set it
 to e.g. `torch` on a CUDA machine), then the project, so pip never swaps in another torch build.
@@ -50,3 +50,13 @@ def demo(session: nox.Session) -> None:
     """The whole PBT pipeline on the demo model and the embedded questions (recipes/demo.sh)."""
     install(session)
     session.run("bash", "recipes/demo.sh", *session.posargs, external=True)
+
+
+@nox.session
+def gpu_check(session: nox.Session) -> None:
+    """benchmarks/gpu_check.sh in this environment: `nox -s gpu_check -- --tiny` on CPU; on a CUDA machine
+    with network, `PBT_TORCH_SPEC=torch nox -s gpu_check` (a lent machine without network runs the script
+    itself with the wheelhouse of benchmarks/gpu_wheelhouse.sh)."""
+    install(session)
+    python = session.run("python", "-c", "import sys; print(sys.executable)", silent=True).strip()
+    session.run("bash", "benchmarks/gpu_check.sh", *session.posargs, external=True, env={"PYTHON": python})

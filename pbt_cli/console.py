@@ -32,7 +32,7 @@ stdout = Console(soft_wrap=True)
 
 log = logging.getLogger("pbt")
 
-LIBRARY_LOGGERS = ("transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub", "httpx", "vllm",
+LIBRARY_LOGGERS = ("transformers", "trl", "peft", "accelerate", "datasets", "huggingface_hub", "httpx", "httpx2", "vllm",
                    "openai")
 DEFAULT_LOG_EVERY = 60.0
 

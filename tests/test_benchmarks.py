@@ -4,6 +4,8 @@ only that every script still works and reports what README quotes from it."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 from pathlib import Path
 from types import ModuleType
 
@@ -60,3 +62,55 @@ def test_gpu_benchmark_smoke_runs_on_cpu_with_the_tiny_shape(monkeypatch, capsys
     assert summary["batch_1"]["generated_tokens"] == 4 * 3
     assert '"benchmark": "gpu-generate"' in capsys.readouterr().out
 
+
+def test_served_client_benchmark_measures_pbt_and_bare_httpx(monkeypatch, capsys):
+    script = load_script("served_client", monkeypatch)
+    summary = script.main(["--requests", "40", "--concurrency", "8", "--no-pin"])
+    rows = summary["rows"]
+    assert rows["pbt ServedGenerator"]["requests"] == 40 and rows["pbt ServedGenerator"]["requests_per_s"] > 0
+    assert all(row["cpu_ms_per_request"] > 0 for row in rows.values())
+    assert '"benchmark": "served-client"' in capsys.readouterr().out
+
+
+def test_orchestration_benchmark_grows_full_trees_and_runs_every_evaluation(monkeypatch, capsys):
+    script = load_script("orchestration", monkeypatch)
+    summary = script.main(["--trees", "3", "--questions", "4", "--profile", "team"])
+    rows = summary["rows"]
+    assert rows["generate"]["turns"] == 3 * 21  # nobody agrees: every tree is whole
+    assert rows["flipflop"]["turns"] == 4 and rows["ays"]["turns"] == 12
+    assert rows["team"]["turns"] == 2 * 4 * 4  # two orders, four turns each
+    captured = capsys.readouterr()
+    assert '"benchmark": "orchestration"' in captured.out and "cumulative" in captured.err
+
+
+def _serving_missing() -> str:
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "openai") if importlib.util.find_spec(m) is None]
+    return f"transformers serve needs {', '.join(missing)}" if missing else ""
+
+
+@pytest.mark.skipif(bool(_serving_missing()), reason=_serving_missing() or "-")
+def test_served_demo_benchmark_compares_the_same_trees(tiny_model_dir, monkeypatch, capsys, tmp_path):
+    script = load_script("served_demo", monkeypatch)
+    summary = script.main(["--model", str(tiny_model_dir), "--trees", "1", "--max-turns", "2", "--max-new-tokens", "4",
+                           "--threads", "1", "--log", str(tmp_path / "serve.log")])
+    assert summary["in_process"]["trees"] == summary["served"]["trees"] == 1
+    assert summary["served_over_in_process"] > 0
+    assert isinstance(summary["same_trees"], bool) and isinstance(summary["same_turn_texts"], bool)
+    assert '"benchmark": "served-demo"' in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a minute on 2 cores: two training runs, a model saved and served
+@pytest.mark.skipif(bool(_serving_missing()), reason=_serving_missing() or "-")
+def test_gpu_check_runs_its_steps_in_tiny_mode(tmp_path):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(BENCHMARKS / "gpu_check.sh"), "--tiny"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert "failed steps: 0" in done.stdout
+    lines = (tmp_path / "out" / "gpu_check.jsonl").read_text().splitlines()
+    assert [json.loads(line)["benchmark"] for line in lines] == ["gpu-generate", "served-gpu"]

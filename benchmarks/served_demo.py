@@ -1,0 +1,141 @@
+"""Benchmark: the demo model through `transformers serve` against the same model in process, on the same
+greedy trees: trees/s of each side and their ratio.
+
+    python benchmarks/served_demo.py --trees 4 --max-turns 3        # a few minutes on 2 CPU cores
+
+Both sides grow the same trees (greedy, float32, the same questions and prompts), so the trees should
+come out the same (the JSON says whether the turns and the answers did) and the ratio compares equal
+work (the tiny test model's noise extractions differ, since transformers serve cannot continue the
+extractor's "Final answer:" prefix; the demo model's agree):
+agents A and B and the extractor are one model, served once or loaded once. The in-process side is
+pbt's transformers backend (batched, shared-prefix KV cache); the served side sends one request per
+turn and extraction with `--max-concurrency` in flight to `transformers serve`, which generates one
+request at a time unless started with continuous batching (`--continuous-batching`). It needs
+`transformers[serving]` (fastapi, uvicorn, openai: the dev extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(folder: Path, dtype: str, threads: int, continuous_batching: bool, log: Path) -> tuple[Any, str]:
+    """`transformers serve FOLDER` on 127.0.0.1, answering; (process, base URL)."""
+    import httpx
+
+    port = free_port()
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
+               "--port", str(port), "--device", "cpu", "--dtype", dtype]
+    if continuous_batching:
+        command.append("--continuous-batching")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"transformers serve exited ({process.returncode}); see {log}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"transformers serve did not answer in 180 s; see {log}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m", help="a short name or model folder pbt can load")
+    parser.add_argument("--trees", type=int, default=4)
+    parser.add_argument("--max-turns", type=int, default=3)
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--dtype", default="float32", help="both sides (float32: greedy tokens match exactly)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads on each side; 0: all CPUs")
+    parser.add_argument("--max-concurrency", type=int, default=8)
+    parser.add_argument("--continuous-batching", action="store_true", help="start transformers serve with it")
+    parser.add_argument("--log", type=Path, default=Path("served_demo_server.log"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from pbt_cli.data.questions import load_questions, select_questions
+    from pbt_cli.models.backends import BackendOptions, GeneratorPool
+    from pbt_cli.models.backends.base import Sampling
+    from pbt_cli.models.resolve import resolve
+    from pbt_cli.models.spec import LoadOptions, ModelSpec
+    from pbt_cli.pipeline.dialogue import DialogueRoles, DialogueSettings, expand_trees
+
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+    torch.set_num_threads(threads)
+    local_spec = ModelSpec.parse(args.model, load=LoadOptions(dtype=args.dtype, device_map="cpu"))
+    folder = Path(resolve(local_spec).base)
+    questions = select_questions(load_questions("embedded:train-easy"), limit=args.trees, seed=42)
+    settings = DialogueSettings(max_turns=args.max_turns, sampling=Sampling(
+        temperature=0.0, max_new_tokens=args.max_new_tokens, min_new_tokens=min(8, args.max_new_tokens)))
+
+    def grow(spec: ModelSpec, options: BackendOptions) -> dict[str, Any]:
+        pool = GeneratorPool(options)
+        model = pool.get(spec)
+        if hasattr(model, "start"):
+            model.start()  # the served side's start-up checks are not tree time
+        started = time.perf_counter()
+        trees = expand_trees(questions, DialogueRoles(agents={"A": model, "B": model}, extractor=model), settings)
+        seconds = time.perf_counter() - started
+        return {"trees": len(trees), "turns": sum(len(t.turns) - 1 for t in trees), "seconds": seconds,
+                "trees_per_s": len(trees) / seconds, "generated_tokens": model.usage.generated_tokens,
+                "requests": model.usage.sequences,
+                "texts": [[t.text for t in tree.turns] for tree in trees],
+                "answers": [[t.answer for t in tree.turns] for tree in trees]}
+
+    local = grow(local_spec, BackendOptions())
+    process, url = start_server(folder, args.dtype, threads, args.continuous_batching, args.log)
+    try:
+        served = grow(ModelSpec.parse(f"openai:{folder}@{url}"), BackendOptions(max_concurrency=args.max_concurrency))
+    finally:
+        process.terminate()
+        process.wait(30)
+    same_texts = local.pop("texts") == served.pop("texts")
+    same = same_texts and local.pop("answers") == served.pop("answers")
+    local.pop("answers", None)
+    served.pop("answers", None)
+    summary = {"benchmark": "served-demo", "model": args.model, "dtype": args.dtype, "threads": threads,
+               "continuous_batching": args.continuous_batching, "max_concurrency": args.max_concurrency,
+               "in_process": local, "served": served, "same_trees": same, "same_turn_texts": same_texts,
+               "served_over_in_process": served["trees_per_s"] / local["trees_per_s"],
+               "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    table = Table(title=f"{args.model} ({args.dtype}, {threads} threads): the same greedy trees")
+    for column in ("side", "trees", "turns", "seconds", "trees/s", "generated tokens", "requests"):
+        table.add_column(column, justify="right")
+    for name, row in (("in process (transformers backend)", local), ("transformers serve", served)):
+        table.add_row(name, str(row["trees"]), str(row["turns"]), f"{row['seconds']:.1f}", f"{row['trees_per_s']:.3f}",
+                      str(row["generated_tokens"]), str(row["requests"]))
+    console = Console(stderr=True)
+    console.print(table)
+    console.print(f"served / in process: {summary['served_over_in_process']:.2f}x trees/s; "
+                  f"the same turns: {'yes' if same_texts else 'no'}; the same answers too: {'yes' if same else 'no'}")
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
