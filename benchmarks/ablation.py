@@ -1,13 +1,14 @@
 """What each speed-up of the transformers backend buys, measured on `pbt generate` itself.
 
     python benchmarks/ablation.py --model smollm2-135m --trees 8
+    python benchmarks/ablation.py --model smollm2-135m --trees 8 --dtype float32   # CPUs without bf16
 
 Runs the same trees (same questions, seeds, settings) once per variant, each switching one thing
-off: prefix-ordered batching (length order or input order instead), shared-prefix caching,
-inverse-CDF sampling (torch.multinomial instead), bfloat16 on the CPU (float32 instead). Sampling is
-seeded per batch, so variants that batch differently grow somewhat different trees: compare
-seconds per turn. Prints seconds, generated tokens/s, the share of token slots spent on padding,
-and one JSON line.
+off: prefix-ordered batching (length order or input order instead), shared-prefix caching, pbt's
+per-row sampler (transformers' own sampler, one random stream per batch, instead), and the dtype
+(`--dtype`, default auto; the "float32 instead" variant applies when that is bfloat16). Variants
+whose arithmetic differs grow somewhat different trees: compare seconds per turn. Prints seconds,
+generated tokens/s, the share of token slots spent on padding, and one JSON line.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ VARIANTS = {
     "length order, not prefix order": {"batch_order": "length"},
     "input order": {"batch_order": "input"},
     "no shared-prefix cache": {"share_prefixes": False},
-    "torch.multinomial sampling": {"fast_sampling": False},
+    "transformers' sampler (one stream per batch)": {"per_row_sampling": False},
     "float32 instead of bf16": {"dtype": "float32"},
 }
 
@@ -41,11 +42,11 @@ def run_variant(args: argparse.Namespace, name: str, switches: dict[str, Any], w
     from pbt_cli.models.spec import LoadOptions, ModelSpec
     from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
-    spec = ModelSpec.parse(args.model, load=LoadOptions(dtype=switches.get("dtype", "auto")))
+    spec = ModelSpec.parse(args.model, load=LoadOptions(dtype=switches.get("dtype", args.dtype)))
     generator = TransformersGenerator(spec, batch_size=args.batch_size)
     generator.batch_order = switches.get("batch_order", "prefix")
     generator.share_prefixes = switches.get("share_prefixes", True)
-    generator.fast_sampling = switches.get("fast_sampling", True)
+    generator.per_row_sampling = switches.get("per_row_sampling", True)
     pool = GeneratorPool(BackendOptions(batch_size=args.batch_size), preset={spec.cache_key(): generator})
     cfg = GenerateConfig(model_a=spec, model_b=spec, questions=args.questions, limit=args.trees, seed=42,
                          sampling=Sampling(temperature=0.7, top_p=1.0, max_new_tokens=args.max_new_tokens,
@@ -69,9 +70,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--max-new-tokens", type=int, default=80)
     parser.add_argument("--min-new-tokens", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dtype", default="auto", help="The dtype of every variant but 'float32 instead of bf16'.")
     parser.add_argument("--variants", nargs="*", default=list(VARIANTS), help="which variants to run")
     args = parser.parse_args(argv)
 
+    if args.dtype == "float32" and "float32 instead of bf16" in args.variants:
+        args.variants.remove("float32 instead of bf16")  # already float32: nothing to switch off
     workdir = Path(tempfile.mkdtemp(prefix="pbt-ablation-"))
     try:
         rows = [run_variant(args, name, VARIANTS[name], workdir) for name in args.variants]

@@ -410,3 +410,10 @@ def test_a_model_path_with_dot_dot_names_its_results_folder_by_the_real_folder(w
     assert spec.display_name == world["model"].parent.name
     assert results_folder(tmp_path, "ays", spec.display_name) == tmp_path / "ays" / world["model"].parent.name
     assert results_folder(tmp_path, "ays", "..") != tmp_path  # never the --out root itself
+
+
+def test_a_farm_file_with_a_bad_record_is_one_line(capsys, tmp_path, world):
+    farm = tmp_path / "NQ1.jsonl"
+    farm.write_text(json.dumps({"question": "What is the capital of France?", "answer": "Paris"}) + "\n")
+    assert_refused(capsys, ["eval", "farm", "--model", world["model"], "--farm", farm, "--out", tmp_path / "r"],
+                   "NQ1.jsonl line 1", "adv", unchanged=(farm,), absent=(tmp_path / "r",))

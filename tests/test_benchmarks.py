@@ -114,3 +114,31 @@ def test_gpu_check_runs_its_steps_in_tiny_mode(tmp_path):
     assert "failed steps: 0" in done.stdout
     lines = (tmp_path / "out" / "gpu_check.jsonl").read_text().splitlines()
     assert [json.loads(line)["benchmark"] for line in lines] == ["gpu-generate", "served-gpu"]
+
+
+def test_seeds_benchmark_compares_two_batchings(tiny_model_dir, monkeypatch, capsys):
+    script = load_script("seeds", monkeypatch)
+    summary = script.main(["--model", str(tiny_model_dir), "--trees", "2", "--max-turns", "2",
+                           "--max-new-tokens", "4", "--dtype", "float32", "--batch-sizes", "1,2"])
+    assert summary["trees"] == 2 and summary["turns_compared"] > 0
+    assert 0 <= summary["turn_share_identical"] <= 1
+    assert '"benchmark": "seeds"' in capsys.readouterr().out
+
+
+def test_cpu_paths_benchmark_compares_answers_with_float32(tiny_model_dir, monkeypatch, capsys):
+    script = load_script("cpu_paths", monkeypatch)
+    rows = script.main(["--model", str(tiny_model_dir), "--trees", "1", "--max-turns", "2",
+                        "--max-new-tokens", "4", "--candidates", "float32", "dynamic int8"])
+    assert [row["candidate"] for row in rows] == ["float32", "dynamic int8"]
+    assert rows[0]["agreement_with_float32"] == 1.0 and rows[0]["speedup_vs_float32"] == 1.0
+    assert '"benchmark": "cpu-paths"' in capsys.readouterr().out
+
+
+def test_demo_time_benchmark_times_each_stage(tmp_path, monkeypatch, capsys):
+    script = load_script("demo_time", monkeypatch)
+    fake = tmp_path / "demo.sh"
+    fake.write_text('echo "== 1/2 trees"; sleep 0.2; echo "== 2/2 pairs"; echo done\n')
+    summary = script.main(["--script", str(fake), "--run-dir", str(tmp_path / "run")])
+    assert [stage["stage"] for stage in summary["stages"]] == ["1/2 trees", "2/2 pairs"]
+    assert summary["stages"][0]["seconds"] >= 0.2 and summary["total_seconds"] >= 0.2
+    assert '"benchmark": "demo-time"' in capsys.readouterr().out

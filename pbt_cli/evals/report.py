@@ -302,7 +302,7 @@ def plot(report: Report, out: Path) -> list[Path]:
             line = axis.plot(xs, values, marker="o", label=f"{result.model} (n={points[0]['n']})")[0]
             if all(v is not None for v in lows + highs):
                 axis.fill_between(xs, lows, highs, alpha=0.15, color=line.get_color())
-        axis.set_xlabel("persuasion turn (0 = before persuasion)")
+        axis.set_xlabel("persuasion turns done (0 = the first answer, before any)")
         axis.set_ylabel("accuracy")
         axis.set_ylim(0, 1)
         axis.set_title("Farm: accuracy after each persuasion turn, 95% intervals")

@@ -196,6 +196,8 @@ def test_greedy_decoding_throughout(tmp_path):
     _, _, model, reader = run(tmp_path, max_new_tokens=33)
     samplings = [s for call in model.calls for _, s in call]
     assert samplings and all(s.greedy and s.temperature == 0 and s.max_new_tokens == 33 for s in samplings)
+    # at least 8 new tokens, as in the trees (docs/method.md §6.3)
+    assert all(s.min_new_tokens == 8 for s in samplings)
     extraction = [s for call in reader.calls for _, s in call]
     assert extraction and all(s.greedy and s.max_new_tokens == 16 for s in extraction)
 

@@ -383,3 +383,27 @@ def test_rescore_dry_run_reads_nothing(capsys, tmp_path):
     assert result.exit_code == 0
     assert "does not exist yet" in result.stderr and "team_accuracy" not in result.stdout
     assert run_cli(capsys, "eval", "team", "--rescore", str(tmp_path / "later")).exit_code == 2
+
+
+def test_team_replies_are_greedy_with_the_trees_minimum_length(tmp_path):
+    _, _, gens = run(tmp_path)
+    samplings = [s for name in ("model-x", "model-y") for call in gens[name].calls for _, s in call]
+    assert samplings and all(s.greedy and s.min_new_tokens == 8 and s.max_new_tokens == 80 for s in samplings)
+
+
+def test_the_default_reader_is_model_x_s_base(tmp_path):
+    """Without --extractor-model, X (a full model here, so its own base) reads every answer, in both orders."""
+    x = agent("x")
+
+    def x_and_reader(conversation, sampling):
+        is_extraction = conversation[-1] == {"role": "assistant", "content": "Final answer:"}
+        return extractor_reply(conversation, sampling) if is_extraction else x(conversation, sampling)
+
+    gens = {"model-x": ScriptedGenerator(x_and_reader, name="model-x"),
+            "model-y": ScriptedGenerator(agent("y"), name="model-y")}
+    cfg = TeamConfig(model_x=ModelSpec("model-x"), model_y=ModelSpec("model-y"), limit=None,
+                     questions=str(write_questions(tmp_path / "questions.jsonl")), out=tmp_path / "results")
+    results, _ = run_team(cfg, pool=GeneratorPool(preset=gens))
+    extractions = [c for call in gens["model-x"].calls for c, _ in call if c[-1]["role"] == "assistant"]
+    assert extractions and not any(c[-1]["role"] == "assistant" for call in gens["model-y"].calls for c, _ in call)
+    assert results["extractor"]["name"] == "model-x"
