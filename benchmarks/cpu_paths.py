@@ -48,7 +48,8 @@ def run_candidate(args: argparse.Namespace, name: str, workdir: Path) -> dict[st
     out = workdir / name.replace(" ", "_").replace(",", "")
     command = [sys.executable, "-m", "pbt_cli", "-q", "generate", "--model-a", args.model, "--model-b", args.model,
                "--questions", args.questions, "--limit", str(args.trees), "--max-turns", str(args.max_turns),
-               "--max-new-tokens", str(args.max_new_tokens), "--deterministic", "--trees-per-batch",
+               "--max-new-tokens", str(args.max_new_tokens),
+               "--min-new-tokens", str(min(args.min_new_tokens, args.max_new_tokens)), "--deterministic", "--trees-per-batch",
                str(args.trees), "--out", str(out), *flags]
     environment = {**os.environ, **env}
     if args.threads:
@@ -77,6 +78,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--trees", type=int, default=8)
     parser.add_argument("--max-turns", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--min-new-tokens", type=int, default=8, help="lowered to --max-new-tokens when above it")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), help="which paths to run")
     args = parser.parse_args(argv)

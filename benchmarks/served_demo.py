@@ -38,7 +38,9 @@ def free_port() -> int:
 
 def start_server(folder: Path, dtype: str, threads: int, continuous_batching: bool, log: Path) -> tuple[Any, str]:
     """`transformers serve FOLDER` on 127.0.0.1, answering; (process, base URL)."""
-    import httpx
+    from pbt_cli.models.backends.served import http_client_module
+
+    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
 
     port = free_port()
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",

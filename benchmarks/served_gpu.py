@@ -79,7 +79,9 @@ def free_port() -> int:
 
 def start_server(folder: Path, device: str, dtype: str, continuous_batching: bool, log: Path,
                  timeout: float) -> tuple[subprocess.Popen, str]:
-    import httpx
+    from pbt_cli.models.backends.served import http_client_module
+
+    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
 
     port = free_port()
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",

@@ -244,6 +244,18 @@ class OutputFolder:
         old = (self.previous or {}).get("settings") or {}
         return sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
 
+    def finished_run(self, settings: dict[str, Any], what: str, where: Path | None = None) -> dict[str, Any] | None:
+        """The earlier run's manifest when it finished with these settings (reuse it); None when there is
+        none or it stopped half-way (make it again). Other settings are refused: the caller deletes the
+        earlier run only with --overwrite (`remove_owned`, `install`)."""
+        if self.previous is None:
+            return None
+        differing = self.differing_settings(settings)
+        if differing:
+            raise PbtError(f"{where or f'--out {self.path}'} holds {what} made with other settings "
+                           f"({', '.join(differing)}); choose another folder or pass --overwrite to replace them")
+        return self.previous if self.previous.get("status", "complete") == "complete" else None
+
     # -- deleting and replacing only what is ours ---------------------------------------------------
 
     def owned_entries(self) -> list[Path]:

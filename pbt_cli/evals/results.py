@@ -214,17 +214,10 @@ def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, inputs
                           manifest_name=RESULTS, manifest_patterns=(RESULTS,))
     run = EvalRun(folder, eval_name, config, settings)
     with folder.releasing_on_error():
-        previous = folder.previous
         if overwrite:
             folder.remove_owned()
-        elif previous is not None:
-            differing = folder.differing_settings(settings)
-            if differing:
-                raise PbtError(f"{path / RESULTS} holds results made with other settings ({', '.join(differing)}); "
-                               "pass --overwrite to replace them, or choose another --out")
-            if previous.get("status", "complete") == "complete":
-                run.reused = {**previous, "reused": True}
-                return run
+        elif (previous := folder.finished_run(settings, "results", where=path / RESULTS)) is not None:
+            run.reused = {**previous, "reused": True}
     return run
 
 

@@ -376,16 +376,11 @@ def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
     settings = filter_settings(cfg)
     inputs = [cfg.trees, *(cfg.judge.local_paths() if cfg.judge else [])]
     with claim_output(cfg.out, "filter", outputs=FILTER_OUTPUTS, inputs=inputs, overwrite=cfg.overwrite) as folder:
-        previous = folder.previous
-        if previous is not None and not cfg.overwrite:
-            differing = folder.differing_settings(settings)
-            if differing:
-                raise PbtError(f"--out {cfg.out} holds pairs made with other settings ({', '.join(differing)}); "
-                               "choose another folder or pass --overwrite to replace them")
-            if previous.get("status") == "complete":
-                return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],
-                                    trees=previous["trees"], pairs_considered=previous.get("pairs_considered", 0),
-                                    reused=True)
+        previous = None if cfg.overwrite else folder.finished_run(settings, "pairs")
+        if previous is not None:
+            return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],
+                                trees=previous["trees"], pairs_considered=previous.get("pairs_considered", 0),
+                                reused=True)
         return _filter(cfg, folder, settings, partial, pool, progress)
 
 

@@ -120,11 +120,8 @@ def claim(cfg: GenerateConfig) -> OutputFolder:
     with folder.releasing_on_error():
         if cfg.overwrite:
             folder.remove_owned()
-        elif folder.previous is not None:
-            differing = folder.differing_settings(cfg.content_settings())
-            if differing:
-                raise PbtError(f"{trees_path} was made with other settings ({', '.join(differing)}); use another "
-                               "--out, or pass --overwrite to replace it")
+        else:
+            folder.finished_run(cfg.content_settings(), "trees", where=trees_path)
     return folder
 
 

@@ -239,19 +239,9 @@ def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 
         require_chat_template(tokenizer, cfg.tokenizer.name)
         identity = tokenizer_identity(cfg.tokenizer, tokenizer)
         settings = preprocess_settings(cfg, identity)
-        previous = folder.previous
-        if previous is not None and not cfg.overwrite:
-            differing = folder.differing_settings(settings)
-            if differing:
-                raise PbtError(f"--out {cfg.out} holds datasets made with other settings ({', '.join(differing)}); "
-                               "choose another folder or pass --overwrite to replace them")
-            if previous.get("status") != "complete":
-                previous = None  # an interrupted run: make it again
-            elif not show:
-                return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"],
-                                        reused=True)
-        else:
-            previous = None
+        previous = None if cfg.overwrite else folder.finished_run(settings, "datasets")
+        if previous is not None and not show:
+            return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"], reused=True)
         return _preprocess(cfg, folder, tokenizer, identity, settings, previous, show, progress)
 
 

@@ -47,7 +47,9 @@ def free_port() -> int:
 @contextlib.contextmanager
 def transformers_serve(model_dir: Path, log: Path, *extra: str, threads: str = "1") -> Iterator[ServedModel]:
     """`transformers serve MODEL_DIR` on 127.0.0.1 (CPU unless `extra` says otherwise), up and answering."""
-    import httpx
+    from pbt_cli.models.backends.served import http_client_module
+
+    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
 
     missing = missing_serving_modules()
     if missing:
