@@ -50,8 +50,9 @@ def cpu_inference_path() -> str:
     if cpu_has_bf16():
         return "bfloat16: this CPU computes it natively (AVX512-BF16 or AMX), about 2x float32"
     isa = "AVX512" if _cpu_flag("avx512f") else "AVX2" if _cpu_flag("avx2") else "no AVX2"
-    return (f"float32: this CPU ({isa}) has no bfloat16 arithmetic, which torch would emulate slowly; add "
-            "--dynamic-int8 for the faster int8 path (the demo does)")
+    # --dynamic-int8 is faster still, but on the demo model it changed nearly every answer (README, Performance)
+    return (f"float32: this CPU ({isa}) has no bfloat16 arithmetic, which torch would emulate slowly "
+            "(--dynamic-int8 runs about 1.5x faster but changes most answers of small models)")
 
 
 def _cpu_flag(flag: str) -> bool:
