@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole PBT pipeline on the demo model and the embedded questions, on a laptop CPU.
 #
-#   bash recipes/demo.sh [RUN_DIR]          # default RUN_DIR=runs/demo; ~14 min on 2 CPU cores
+#   bash recipes/demo.sh [RUN_DIR]          # default RUN_DIR=runs/demo; 10-19 min on 2 CPU cores
 #
 # Every step is a `pbt` command you can type yourself. Running the script again resumes or reuses
 # finished stages instead of redoing them. SmolLM2-135M is weak: the numbers show that the plumbing
@@ -87,6 +87,8 @@ pbt eval team --model-x $RUN/dpo --model-y $MODEL --questions embedded:validatio
 
 echo "== 7/7 comparison"
 pbt eval report $RESULTS
+# the adapters' model cards gain their evaluation results (model-index metadata included)
+pbt card $RUN/dpo --results $RESULTS
 
 cat <<DONE
 

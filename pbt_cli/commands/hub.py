@@ -31,6 +31,10 @@ def card(
 ) -> None:
     from pbt_cli import hub
 
+    if dry_run and not Path(path).exists():  # a recipe's dry run, before the stage that makes PATH
+        o.check_input(path, "PATH", dry_run=True)
+        o.print_dry_run("pbt card", {"path": path, "results": results})
+        return
     artifact = hub.read_artifact(path)
     rows = hub.results_for(artifact, results)
     if dry_run:
