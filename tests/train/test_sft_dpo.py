@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -734,9 +735,10 @@ def test_qlora_bf16_sft_on_gpu(capsys, tmp_path, tiny_model_dir, sft_data):
 # --- 13. --report-to wandb without wandb -------------------------------------------------------------------------
 
 
-def test_report_to_wandb_without_wandb_names_the_install(capsys, tmp_path, tiny_model_dir, sft_data):
-    if importlib.util.find_spec("wandb") is not None:
-        pytest.skip("wandb is installed here")
+def test_report_to_wandb_without_wandb_names_the_install(capsys, tmp_path, tiny_model_dir, sft_data, monkeypatch):
+    # the dev extra installs wandb: hide it (find_spec answers None for a module set to None)
+    monkeypatch.setitem(sys.modules, "wandb", None)
+    assert importlib.util.find_spec("wandb") is None
     result = run_cli(capsys, *sft_args(tiny_model_dir, sft_data, tmp_path / "run", "--max-steps", "1",
                                        "--report-to", "wandb"))
     assert result.exit_code == 2
