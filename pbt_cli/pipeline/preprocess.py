@@ -221,7 +221,10 @@ def write_split(path: Path, rows: list[dict[str, Any]], format: str) -> None:
 
 
 def preprocess_settings(cfg: PreprocessConfig, identity: dict[str, Any]) -> dict[str, Any]:
-    return to_plain({"pairs_manifest": pairs_manifest_hash(cfg.pairs), "tokenizer": identity,
+    # where the tokenizer's files sit (a demo model under PBT_HOME, a hub cache) is not a setting: the
+    # same name, revision and template under another cache folder render the same datasets
+    tokenizer = {key: value for key, value in identity.items() if key != "name_or_path"}
+    return to_plain({"pairs_manifest": pairs_manifest_hash(cfg.pairs), "tokenizer": tokenizer,
                      "format": cfg.format, "mix": cfg.mix, "limit": cfg.limit, "max_length": cfg.max_length,
                      "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed, "balance": cfg.balance})
 
@@ -239,6 +242,9 @@ def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 
         require_chat_template(tokenizer, cfg.tokenizer.name)
         identity = tokenizer_identity(cfg.tokenizer, tokenizer)
         settings = preprocess_settings(cfg, identity)
+        earlier_tokenizer = ((folder.previous or {}).get("settings") or {}).get("tokenizer")
+        if isinstance(earlier_tokenizer, dict):
+            earlier_tokenizer.pop("name_or_path", None)  # recorded as a setting by earlier versions
         previous = None if cfg.overwrite else folder.finished_run(settings, "datasets")
         if previous is not None and not show:
             return PreprocessResult(out=cfg.out, counts=previous["counts"], dropped=previous["dropped"], reused=True)

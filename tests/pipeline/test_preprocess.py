@@ -387,6 +387,19 @@ def test_rerun_is_byte_identical_and_other_settings_are_refused(pairs_dir, tiny_
     assert changed.counts["train"] == 3 and not changed.reused  # resist-only: cut to the 3 accept pairs
 
 
+def test_the_tokenizer_files_moving_does_not_make_other_settings(pairs_dir, tiny_model_dir, tmp_path):
+    """The demo model's tokenizer lives under PBT_HOME; the same tokenizer found under another cache
+    folder renders the same datasets, so a rerun reuses them (manifests of earlier versions included,
+    which recorded the folder as a setting)."""
+    out = tmp_path / "out"
+    preprocess(pairs_dir, tiny_model_dir, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "name_or_path" not in manifest["settings"]["tokenizer"]
+    manifest["settings"]["tokenizer"]["name_or_path"] = "/another/cache/models/tiny"  # as earlier versions wrote
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert preprocess(pairs_dir, tiny_model_dir, out).reused
+
+
 # --- the CLI --------------------------------------------------------------------------------------------
 
 
