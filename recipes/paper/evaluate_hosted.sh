@@ -24,21 +24,8 @@ EXTRACTOR=${EXTRACTOR:-openai:$READER@$READER_URL}
 SERVE=${SERVE:-1}
 HOSTED_LIMITS=(--api-key-env "$KEY_ENV" --max-concurrency 8 --max-retries 8 --request-timeout 120)
 
-SERVERS=()
-trap 'kill ${SERVERS[@]+"${SERVERS[@]}"} 2>/dev/null || true' EXIT
-if [[ $SERVE == 1 ]] && command -v vllm >/dev/null; then
-    mkdir -p logs
-    vllm serve "$READER" --host 127.0.0.1 --port 8000 --generation-config vllm --max-model-len 4096 \
-        > logs/vllm-8000.log 2>&1 &
-    SERVERS+=($!)
-    until python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \
-            "$READER_URL/models" 2>/dev/null; do
-        kill -0 "${SERVERS[-1]}" 2>/dev/null || { echo "vllm serve exited: see logs/vllm-8000.log" >&2; exit 1; }
-        sleep 10
-    done
-else
-    echo "note: not starting vllm serve $READER (SERVE=$SERVE; vllm: $(command -v vllm || echo not installed))"
-fi
+source recipes/paper/vllm_serve.bash   # serve GPU PORT MODEL [vllm options], stopped on exit
+serve - 8000 "$READER"
 
 # Every model option of one command shares --api-key-env: the local server ignores the key it is sent
 pbt eval flipflop --model "$HOSTED" --data "$DATA" --split test --extractor-model "$EXTRACTOR" \

@@ -22,26 +22,7 @@ URL=${URL:-http://127.0.0.1:8000/v1}
 PARTNER_URL=${PARTNER_URL:-http://127.0.0.1:8002/v1}
 SERVE=${SERVE:-1}
 
-# `serve GPU PORT MODEL [vllm options]`: as in recipes/paper/serve_and_generate.sbatch
-SERVERS=()
-trap 'kill ${SERVERS[@]+"${SERVERS[@]}"} 2>/dev/null || true' EXIT
-serve() {
-    local gpu=$1 port=$2
-    shift 2
-    if [[ $SERVE != 1 ]] || ! command -v vllm >/dev/null; then
-        echo "note: not starting vllm serve $* on port $port (SERVE=$SERVE; vllm: $(command -v vllm || echo not installed))"
-        return 0
-    fi
-    mkdir -p logs
-    CUDA_VISIBLE_DEVICES=$gpu vllm serve "$@" --host 127.0.0.1 --port "$port" --generation-config vllm \
-        --max-model-len 4096 > "logs/vllm-$port.log" 2>&1 &
-    SERVERS+=($!)
-    until python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \
-            "http://127.0.0.1:$port/v1/models" 2>/dev/null; do
-        kill -0 "${SERVERS[-1]}" 2>/dev/null || { echo "vllm serve $1 exited: see logs/vllm-$port.log" >&2; exit 1; }
-        sleep 10
-    done
-}
+source recipes/paper/vllm_serve.bash   # serve GPU PORT MODEL [vllm options], stopped on exit
 
 serve 0 8000 "$BASE" --enable-lora --lora-modules "$PBT_NAME=$PBT_REPO" --max-lora-rank 64
 serve 1 8002 "$PARTNER"

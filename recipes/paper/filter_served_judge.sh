@@ -16,21 +16,8 @@ JUDGE_URL=${JUDGE_URL:-http://127.0.0.1:8003/v1}
 FAMILY=${FAMILY:-llama-3.1-8b-instruct}
 SERVE=${SERVE:-1}
 
-SERVERS=()
-trap 'kill ${SERVERS[@]+"${SERVERS[@]}"} 2>/dev/null || true' EXIT
-if [[ $SERVE == 1 ]] && command -v vllm >/dev/null; then
-    mkdir -p logs
-    vllm serve "$JUDGE_MODEL" --host 127.0.0.1 --port 8003 --generation-config vllm --max-model-len 4096 \
-        > logs/vllm-8003.log 2>&1 &
-    SERVERS+=($!)
-    until python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \
-            "http://127.0.0.1:8003/v1/models" 2>/dev/null; do
-        kill -0 "${SERVERS[-1]}" 2>/dev/null || { echo "vllm serve exited: see logs/vllm-8003.log" >&2; exit 1; }
-        sleep 10
-    done
-else
-    echo "note: not starting vllm serve $JUDGE_MODEL (SERVE=$SERVE; vllm: $(command -v vllm || echo not installed))"
-fi
+source recipes/paper/vllm_serve.bash   # serve GPU PORT MODEL [vllm options], stopped on exit
+serve - 8003 "$JUDGE_MODEL"
 
 pbt filter --trees "$TREES" --out "$PAIRS" --judge "openai:$JUDGE_MODEL@$JUDGE_URL" --max-concurrency 128
 
