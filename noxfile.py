@@ -24,7 +24,7 @@ def install(session: nox.Session, extras: str = "dev") -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Every test, the slow ones with the real demo model included (~2 min on 2 CPU cores)."""
+    """Every test, the slow ones with the real demo model included (about 4-5 min on 2 CPU cores)."""
     install(session)
     session.env["PBT_TEST_HOME"] = session.create_tmp() + "/pbt-home"
     session.run("pytest", "--runslow", *session.posargs)
