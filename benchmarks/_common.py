@@ -18,3 +18,41 @@ def load_for_benchmark(model_name: str, dtype: str, threads: int) -> tuple[Any, 
     spec = ModelSpec.parse(model_name, load=LoadOptions(dtype=dtype))
     resolved = resolve(spec)
     return spec, load_model(resolved), load_tokenizer(resolved, padding_side="left")
+
+
+def start_transformers_serve(folder: Any, log: Any, *, device: str, dtype: str, continuous_batching: bool,
+                             timeout: float = 180, env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """`transformers serve FOLDER` on 127.0.0.1 (a free port), up and listing its models: (process, base
+    URL). Its output goes to `log`; the last of it is shown when it exits or does not answer in time."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pbt_cli.models.backends.served import http_client_module
+
+    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
+               "--port", str(port), "--device", device, "--dtype", dtype]
+    if continuous_batching:
+        command.append("--continuous-batching")
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"transformers serve exited ({process.returncode}):\n{open(log).read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise SystemExit(f"transformers serve did not answer in {timeout:.0f} s:\n{open(log).read()[-3000:]}")

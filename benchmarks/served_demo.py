@@ -19,50 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(folder: Path, dtype: str, threads: int, continuous_batching: bool, log: Path) -> tuple[Any, str]:
-    """`transformers serve FOLDER` on 127.0.0.1, answering; (process, base URL)."""
-    from pbt_cli.models.backends.served import http_client_module
-
-    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
-
-    port = free_port()
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
-               "--port", str(port), "--device", "cpu", "--dtype", dtype]
-    if continuous_batching:
-        command.append("--continuous-batching")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"transformers serve exited ({process.returncode}); see {log}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"transformers serve did not answer in 180 s; see {log}")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -110,7 +72,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "answers": [[t.answer for t in tree.turns] for tree in trees]}
 
     local = grow(local_spec, BackendOptions())
-    process, url = start_server(folder, args.dtype, threads, args.continuous_batching, args.log)
+    from _common import start_transformers_serve  # this folder: on sys.path when run as a script
+
+    process, url = start_transformers_serve(folder, args.log, device="cpu", dtype=args.dtype,
+                                            continuous_batching=args.continuous_batching,
+                                            env={"OMP_NUM_THREADS": str(threads)})
     try:
         served = grow(ModelSpec.parse(f"openai:{folder}@{url}"), BackendOptions(max_concurrency=args.max_concurrency))
     finally:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -71,41 +69,6 @@ def save_random_model(folder: Path, shape: str, device: str, dtype: str) -> Path
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(folder: Path, device: str, dtype: str, continuous_batching: bool, log: Path,
-                 timeout: float) -> tuple[subprocess.Popen, str]:
-    from pbt_cli.models.backends.served import http_client_module
-
-    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
-
-    port = free_port()
-    command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
-               "--port", str(port), "--device", device, "--dtype", dtype]
-    if continuous_batching:
-        command.append("--continuous-batching")
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"transformers serve exited ({process.returncode}):\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"transformers serve did not answer in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="llama-1b")
@@ -135,8 +98,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     folder = save_random_model(workdir / f"random-{args.shape}", args.shape, args.device, args.dtype)
     saved_s = time.perf_counter() - started
-    process, url = start_server(folder, args.device, args.dtype, args.continuous_batching, workdir / "serve.log",
-                                args.start_timeout)
+    from _common import start_transformers_serve  # this folder: on sys.path when run as a script
+
+    process, url = start_transformers_serve(folder, workdir / "serve.log", device=args.device, dtype=args.dtype,
+                                            continuous_batching=args.continuous_batching,
+                                            timeout=args.start_timeout)
     server_s = time.perf_counter() - started - saved_s
     spec = f"openai:{folder}@{url}"
     try:
