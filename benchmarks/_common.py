@@ -40,9 +40,13 @@ def start_transformers_serve(folder: Any, log: Any, *, device: str, dtype: str, 
                "--port", str(port), "--device", device, "--dtype", dtype]
     if continuous_batching:
         command.append("--continuous-batching")
+    # an existing, empty hub cache: before 5.2x, transformers serve answers GET /v1/models with a 500
+    # when the cache folder is missing (it scans the cache for models to list)
+    hub_cache = os.path.join(os.path.dirname(os.path.abspath(log)), "hub-cache")
+    os.makedirs(hub_cache, exist_ok=True)
     with open(log, "w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache, **(env or {})})
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -60,6 +60,11 @@ def transformers_serve(model_dir: Path, log: Path, *extra: str, threads: str = "
                "--port", str(port), *(extra or ("--device", "cpu"))]
     # one torch thread: the tiny model gains nothing from two, and CI's two cores run pytest too
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": threads}
+    # an existing, empty hub cache: before 5.2x, transformers serve answers GET /v1/models with a 500
+    # when the cache folder is missing (it scans the cache for models to list)
+    hub_cache = log.parent / "hub-cache"
+    hub_cache.mkdir(exist_ok=True)
+    env["HF_HUB_CACHE"] = str(hub_cache)
     with open(log, "w") as handle:
         process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}/v1"
