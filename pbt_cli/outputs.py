@@ -295,13 +295,22 @@ class OutputFolder:
             if self.previous is not None and self.manifest_path.is_file():
                 self.update_manifest(status="running")
             new_names = {p.name for p in staging.iterdir()}
-            for entry in self.owned_entries():
+            owned = self.owned_entries()
+            # claim_output refused foreign entries; one that appeared since (another program writing
+            # here meanwhile) is neither replaced nor deleted: the run fails and its staging goes
+            owned_names = {entry.name for entry in owned}
+            foreign = sorted(name for name in new_names if name not in owned_names
+                             and ((self.path / name).exists() or (self.path / name).is_symlink()))
+            if foreign:
+                raise PbtError(f"--out {self.path} gained {', '.join(foreign)} while this run wrote it, which pbt "
+                               "did not write; move it away and run the command again")
+            for entry in owned:
                 if entry.name not in new_names and entry.name != self.manifest_name and entry.name not in keep:
                     _remove(entry)
             for item in sorted(staging.iterdir()):
                 target = self.path / item.name
-                if target.exists() or target.is_symlink():
-                    _remove(target)  # claimed: the folder holds nothing but this stage's outputs
+                if item.name in owned_names:
+                    _remove(target)  # written by the earlier run of this stage (its manifest says so)
                 os.replace(item, target)
             _remove(staging)
             return self.write_manifest(manifest)

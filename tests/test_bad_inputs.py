@@ -163,6 +163,19 @@ def test_overwrite_deletes_only_the_entries_the_earlier_manifest_claims(tmp_path
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".pbt-")) == []
 
 
+def test_an_entry_that_appears_during_a_run_is_neither_replaced_nor_deleted(tmp_path):
+    out = tmp_path / "pairs"
+    with pytest.raises(Exception, match="train.jsonl"):
+        with claim_output(out, "filter", outputs=("train.jsonl", "manifest.json")) as folder:
+            with folder.staging() as staging:
+                (staging / "train.jsonl").write_text("{}\n")
+                (out / "train.jsonl").write_text("someone else's\n")  # after the claim, before the install
+                folder.install(staging, {"stage": "filter", "status": "complete"})
+    assert (out / "train.jsonl").read_text() == "someone else's\n"
+    assert not (out / "manifest.json").exists()
+    assert not [p for p in out.iterdir() if p.name.startswith(".pbt-staging")]
+
+
 # --- 2. a stage never writes over its own input -----------------------------------------------------------
 
 
