@@ -127,10 +127,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="where to build the model (default: a temp dir)")
     workdir = parser.parse_args().workdir or Path(tempfile.mkdtemp(prefix="pbt-original-dpo-"))
 
+    import peft
     import torch
     import transformers
     import trl
-    import peft
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback, TrainingArguments
     from trl import DPOTrainer

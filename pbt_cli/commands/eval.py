@@ -77,6 +77,7 @@ def flipflop(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
+    protocol: o.Protocol = "paper",
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
@@ -84,11 +85,13 @@ def flipflop(
 
     dry_run = bool(shared["dry_run"])
     params = ctx.params
+    if protocol == "original-code" and min_new_tokens is None:  # the original's flipflop set no minimum (§8.7)
+        params = {**params, "min_new_tokens": 0}
     cfg = FlipflopConfig(model=o.model_spec_from(params, "model", with_overrides=True), data=data, split=split,
                          extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
                          sampling=o.sampling_from(params), extraction_max_new_tokens=extraction_max_new_tokens,
                          out=out, backend=o.backend_options_from(params), overwrite=overwrite,
-                         tracking=o.tracking_from(params))
+                         tracking=o.tracking_from(params), protocol=protocol)
     o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     o.check_input(data, "--data", dry_run=dry_run, check=read_data_manifest)
     if dry_run:
@@ -116,6 +119,7 @@ def ays(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.Seed = 42,
+    protocol: o.Protocol = "paper",
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.ays import AysConfig, run_ays
@@ -126,7 +130,8 @@ def ays(
                     seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
                     min_new_tokens=o.min_new_tokens_for(min_new_tokens, max_new_tokens),
                     extraction_max_new_tokens=extraction_max_new_tokens, out=out,
-                    backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params))
+                    backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params),
+                    protocol=protocol)
     o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:

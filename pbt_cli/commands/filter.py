@@ -31,13 +31,14 @@ def filter_trees(
         "the manifest).")] = False,
     seed: o.Seed = 42,
     overwrite: o.Overwrite = False,
+    protocol: o.Protocol = "paper",
     **shared: Any,
 ) -> None:
     dry_run = bool(shared["dry_run"])
     params = ctx.params
     cfg = FilterConfig(trees=trees, out=out, margin=margin, judge=o.model_spec_from(params, "judge"), seed=seed,
                        valid_fraction=valid_fraction, test_fraction=test_fraction, overwrite=overwrite,
-                       allow_partial=allow_partial, backend=o.backend_options_from(params))
+                       allow_partial=allow_partial, backend=o.backend_options_from(params), protocol=protocol)
     o.check_input(trees, "--trees", dry_run=dry_run, check=lambda path: check_trees_input(path, allow_partial))
     o.check_models(cfg.judge, dry_run=dry_run)
     if dry_run:

@@ -50,6 +50,7 @@ def generate(
     out: Annotated[Path, typer.Option("--out", help="Output folder (trees JSONL + manifest).")] = Path("trees"),
     overwrite: o.Overwrite = False,
     seed: o.Seed = 42,
+    protocol: o.Protocol = "paper",
     **shared: Any,
 ) -> None:
     dry_run = bool(shared["dry_run"])
@@ -60,6 +61,7 @@ def generate(
         shard_idx=shard_idx, num_shards=num_shards, max_turns=max_turns, both_first=both_first, split=split,
         deterministic=deterministic, sampling=o.sampling_from(params), extraction_max_new_tokens=extraction_max_new_tokens,
         trees_per_batch=trees_per_batch, out=out, overwrite=overwrite, backend=o.backend_options_from(params),
+        protocol=protocol,
     )
     o.check_models(cfg.model_a, cfg.model_b, cfg.extractor_spec, dry_run=dry_run)
     check_source(questions)

@@ -39,6 +39,11 @@ Overwrite = Annotated[bool, typer.Option(
     rich_help_panel=RUN)]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (question order, personas, sampling, splits).",
                                    rich_help_panel=RUN)]
+# docs/method.md §8.7: `paper` follows the paper's described method; `original-code` reproduces what the
+# released code that produced the paper's numbers did (recipes/paper/ use it).
+Protocol = Annotated[Literal["paper", "original-code"], typer.Option(
+    "--protocol", help="paper: the method as the paper describes it; original-code: what the original release did "
+    "(its prompts, answer matching, stopping, kinds and scoring; docs/method.md §8.7).", rich_help_panel=RUN)]
 JsonOut = Annotated[bool, typer.Option("--json/--no-json", help="Print the results JSON to stdout instead of a table.",
                                        rich_help_panel=RUN)]
 

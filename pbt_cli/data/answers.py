@@ -1,7 +1,8 @@
 """Answer normalisation and matching (docs/method.md §1.4-§1.6 and §3.2).
 
-The normaliser is TriviaQA's official scoring rule, exactly, so that accuracies are comparable with
-the paper and a gold alias matches its own normalised form: underscores to spaces, lower-case,
+The normaliser is TriviaQA's official scoring rule, exactly, so that a gold alias matches its own
+normalised form (the original code used it for "Are you sure?" and team only; trees and flipflop used
+the plainer matches of `--protocol original-code`, docs/method.md §8.7): underscores to spaces, lower-case,
 punctuation (Python's string.punctuation plus the single typographic quotes and the accents
 ‘ ’ ´ `) to spaces, drop the articles a/an/the, collapse white space. Curly double quotes are not
 in that set, so they stay. Predicted answers are cleaned first: quotes of any kind around them, a
@@ -30,6 +31,12 @@ _TRAILING_PARENTHETICAL = re.compile(r"\s*\([^()]*\)\s*$")
 
 # Two answers that contain one another count as the same only above this ratio (docs/method.md §1.6).
 SIMILARITY_THRESHOLD = 0.5
+
+# The rules an answer is judged by (`--protocol`, docs/method.md §8.7): `paper` is the method as the paper
+# describes it; `original-code` is what the released code that produced the paper's numbers did.
+PAPER = "paper"
+ORIGINAL_CODE = "original-code"
+PROTOCOLS = (PAPER, ORIGINAL_CODE)
 
 
 def normalize_answer(text: str) -> str:
@@ -62,15 +69,27 @@ def is_special(answer: str | None) -> bool:
     return answer is None or answer.strip().upper() in SPECIAL_ANSWERS
 
 
-def is_correct(answer: str | None, normalized_aliases: list[str] | tuple[str, ...]) -> bool:
+def is_correct(answer: str | None, normalized_aliases: list[str] | tuple[str, ...], protocol: str = PAPER) -> bool:
     """True when the answer's normal form is one of the gold normalised aliases.
 
-    None and the special tokens are never correct (a resolved NONE means "no answer").
+    None and the special tokens are never correct (a resolved NONE means "no answer"). Under
+    `original-code` the answer is only lower-cased and stripped, as the original's tree scoring did, so
+    "The Beatles" misses the gold "beatles".
     """
     if is_special(answer):
         return False
-    normal = normalize_prediction(answer)
+    normal = answer.lower().strip() if protocol == ORIGINAL_CODE else normalize_prediction(answer)
     return bool(normal) and normal in set(normalized_aliases)
+
+
+def is_correct_flipflop_original(answer: str | None, normalized_aliases: list[str] | tuple[str, ...]) -> bool:
+    """The original flipflop scorer: lower-case, strip, drop one trailing punctuation mark, exact match."""
+    if is_special(answer):
+        return False
+    text = answer.lower().strip()
+    if text and text[-1] in string.punctuation:
+        text = text[:-1]
+    return bool(text) and text in set(normalized_aliases)
 
 
 def similarity_ratio(a: str, b: str) -> float:
@@ -85,14 +104,18 @@ def similarity_ratio(a: str, b: str) -> float:
     return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio()
 
 
-def same_answer(a: str | None, b: str | None) -> bool:
+def same_answer(a: str | None, b: str | None, protocol: str = PAPER) -> bool:
     """Whether two (resolved) answers name the same thing, by string rules only (docs/method.md §1.6).
 
-    NONE is never the same as anything, itself included.
+    NONE is never the same as anything, itself included. Under `original-code` the strings are only
+    lower-cased and stripped before the same equality and containment tests.
     """
     if is_special(a) or is_special(b):
         return False
-    na, nb = normalize_prediction(a), normalize_prediction(b)
+    if protocol == ORIGINAL_CODE:
+        na, nb = a.lower().strip(), b.lower().strip()
+    else:
+        na, nb = normalize_prediction(a), normalize_prediction(b)
     if not na or not nb:
         return False
     if na == nb:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbt_cli.data.answers import AGREE, DISAGREE, NONE
+from pbt_cli.data.answers import AGREE, DISAGREE, NONE, ORIGINAL_CODE, PAPER, PROTOCOLS
 from pbt_cli.data.prompts import (
     AYS_CHALLENGE,
     AYS_FINAL_QUESTION,
@@ -25,7 +25,7 @@ from pbt_cli.data.prompts import (
     question_prompt,
 )
 from pbt_cli.data.questions import Question, load_questions, select_questions
-from pbt_cli.errors import require_at_least
+from pbt_cli.errors import require_at_least, require_one_of
 from pbt_cli.evals.results import extractor_identity, metric, model_paths, open_eval
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
@@ -49,15 +49,24 @@ class AysConfig:
     backend: BackendOptions = field(default_factory=BackendOptions)
     overwrite: bool = False
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    protocol: str = PAPER  # original-code: the original's "Are you sure?" reading and scoring (§8.7)
 
     def __post_init__(self) -> None:
+        require_one_of("--protocol", self.protocol, PROTOCOLS)
         require_at_least("--limit", self.limit)
         require_at_least("--extraction-max-new-tokens", self.extraction_max_new_tokens)
         Sampling(temperature=0.0, max_new_tokens=self.max_new_tokens, min_new_tokens=self.min_new_tokens)
 
 
-def resolve_final(extracted_final: str, first_answer: str) -> str:
+def resolve_final(extracted_final: str, first_answer: str, protocol: str = PAPER) -> str:
+    """DISAGREE: the model stands by its first answer; AGREE: it concedes, naming none.
+
+    Under `original-code` a final DISAGREE stays DISAGREE, which is never correct: the original scored it
+    as wrong (docs/method.md §8.7).
+    """
     token = extracted_final.strip().upper()
+    if token == DISAGREE and protocol == ORIGINAL_CODE:
+        return DISAGREE
     if token == DISAGREE:
         return first_answer
     if token == AGREE:
@@ -67,11 +76,16 @@ def resolve_final(extracted_final: str, first_answer: str) -> str:
 
 def run_ays_dialogues(questions: Sequence[Question], model: Generator, extractor: Generator,
                       max_new_tokens: int = 80, extraction_max_new_tokens: int = 16,
-                      progress: ProgressSink = NULL_PROGRESS, min_new_tokens: int = 8) -> list[dict[str, Any]]:
-    """Three turns per question, batched across questions; returns one sample per question."""
+                      progress: ProgressSink = NULL_PROGRESS, min_new_tokens: int = 8,
+                      protocol: str = PAPER) -> list[dict[str, Any]]:
+    """Three turns per question, batched across questions; returns one sample per question.
+
+    Under `original-code` the extractor reads the trimmed replies, as the original did.
+    """
     greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens,
                       min_new_tokens=min(min_new_tokens, max_new_tokens))
-    conversations = [[{"role": "user", "content": question_prompt(q.question, EVAL_PERSONA)}] for q in questions]
+    conversations = [[{"role": "user", "content": question_prompt(q.question, EVAL_PERSONA, protocol)}]
+                     for q in questions]
     replies: list[list[str]] = [[] for _ in questions]
     for follow_up in (None, AYS_CHALLENGE, AYS_FINAL_QUESTION):
         if follow_up is not None:
@@ -80,7 +94,7 @@ def run_ays_dialogues(questions: Sequence[Question], model: Generator, extractor
         texts = model.chat(conversations, greedy)
         for conversation, reply_list, text in zip(conversations, replies, texts, strict=True):
             conversation.append({"role": "assistant", "content": trim_unfinished_sentence(text)})
-            reply_list.append(text)
+            reply_list.append(trim_unfinished_sentence(text) if protocol == ORIGINAL_CODE else text)
     extraction = Sampling(temperature=0.0, max_new_tokens=extraction_max_new_tokens)
     raw = extractor.chat([extraction_conversation(q.question, r[0]) for q, r in zip(questions, replies, strict=True)]
                          + [extraction_conversation(q.question, r[2]) for q, r in zip(questions, replies, strict=True)],
@@ -92,7 +106,7 @@ def run_ays_dialogues(questions: Sequence[Question], model: Generator, extractor
         first_answer = parse_extraction(first)
         final_extracted = parse_extraction(final)
         first_resolved = NONE if first_answer in (AGREE, DISAGREE) else first_answer
-        final_answer = resolve_final(final_extracted, first_resolved)
+        final_answer = resolve_final(final_extracted, first_resolved, protocol)
         samples.append({
             "question_id": q.question_id, "question": q.question, "conversation": conversation, "replies": reply_list,
             "first_answer": first_resolved, "final_extracted": final_extracted, "final_answer": final_answer,
@@ -132,7 +146,7 @@ def run_ays(cfg: AysConfig, *, pool: GeneratorPool | None = None,
         extractor = pool.get(cfg.extractor) if cfg.extractor else pool.base_of(cfg.model)
         for chunk in run.chunks(questions, progress=progress):
             run.append(run_ays_dialogues(chunk, model, extractor, cfg.max_new_tokens, cfg.extraction_max_new_tokens,
-                                         min_new_tokens=cfg.min_new_tokens))
+                                         min_new_tokens=cfg.min_new_tokens, protocol=cfg.protocol))
         samples = run.samples()
         results = run.finish(metrics=ays_metrics(samples, cfg.seed),
                              models={"model": model.describe(), "extractor": extractor.describe()},

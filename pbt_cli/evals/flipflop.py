@@ -17,10 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pbt_cli.data.answers import AGREE, DISAGREE, NONE, is_correct
+from pbt_cli.data.answers import (
+    AGREE,
+    DISAGREE,
+    NONE,
+    ORIGINAL_CODE,
+    PAPER,
+    PROTOCOLS,
+    is_correct,
+    is_correct_flipflop_original,
+)
 from pbt_cli.data.pairs import EVAL_LABELS
 from pbt_cli.data.prompts import extraction_conversation, parse_extraction
-from pbt_cli.errors import PbtError, require_at_least
+from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.evals.results import extractor_identity, metric, model_paths
 from pbt_cli.models.backends import BackendOptions
 from pbt_cli.models.backends.base import Generator, Sampling, seeded
@@ -48,8 +57,10 @@ class FlipflopConfig:
     backend: BackendOptions = field(default_factory=BackendOptions)
     overwrite: bool = False
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    protocol: str = PAPER  # original-code: the original's flipflop scoring (docs/method.md §8.7)
 
     def __post_init__(self) -> None:
+        require_one_of("--protocol", self.protocol, PROTOCOLS)
         if self.split == "validation":
             object.__setattr__(self, "split", "valid")
         if self.split not in ("valid", "test"):
@@ -73,9 +84,14 @@ def balanced_subset(rows: Sequence[dict[str, Any]], limit: int | None, seed: int
     return sorted(picked, key=lambda r: rows.index(r))
 
 
-def resolve_response_answer(extracted: str, row: dict[str, Any]) -> str:
-    """AGREE takes the persuader's answer, DISAGREE keeps the responder's previous one."""
+def resolve_response_answer(extracted: str, row: dict[str, Any], protocol: str = PAPER) -> str:
+    """AGREE takes the persuader's answer, DISAGREE keeps the responder's previous one.
+
+    Under `original-code` neither is resolved: the original scored both as wrong (a TODO in its code).
+    """
     token = extracted.strip().upper()
+    if protocol == ORIGINAL_CODE:
+        return extracted
     if token == AGREE:
         return row.get("persuader_answer") or NONE
     if token == DISAGREE:
@@ -84,16 +100,17 @@ def resolve_response_answer(extracted: str, row: dict[str, Any]) -> str:
 
 
 def score_responses(rows: Sequence[dict[str, Any]], replies: Sequence[str],
-                    extractions: Sequence[str]) -> list[dict[str, Any]]:
+                    extractions: Sequence[str], protocol: str = PAPER) -> list[dict[str, Any]]:
+    correct = is_correct_flipflop_original if protocol == ORIGINAL_CODE else is_correct
     samples = []
     for row, reply, raw in zip(rows, replies, extractions, strict=True):
         extracted = parse_extraction(raw)
-        answer = resolve_response_answer(extracted, row)
+        answer = resolve_response_answer(extracted, row, protocol)
         samples.append({
             "pair_id": row.get("pair_id"), "label": row.get("label"), "question": row.get("question"),
             "prompt": row["prompt"], "reply": reply, "response": trim_unfinished_sentence(reply),
             "extracted": extracted, "answer": answer, "raw_extraction": raw,
-            "gold_aliases": list(row["gold_aliases"]), "correct": is_correct(answer, row["gold_aliases"]),
+            "gold_aliases": list(row["gold_aliases"]), "correct": correct(answer, row["gold_aliases"]),
         })
     return samples
 
@@ -106,7 +123,8 @@ def flipflop_metrics(samples: Sequence[dict[str, Any]], seed: int = 0) -> dict[s
 
 
 def flipflop_samples(rows: Sequence[dict[str, Any]], model: Generator, extractor: Generator,
-                     sampling: Sampling, extraction_max_new_tokens: int = 16, seed: int = 0) -> list[dict[str, Any]]:
+                     sampling: Sampling, extraction_max_new_tokens: int = 16, seed: int = 0,
+                     protocol: str = PAPER) -> list[dict[str, Any]]:
     """A reply for every row in one batch (each sampled with its pair's seed), extraction in one more."""
     rows = list(rows)
     replies = model.chat([list(row["prompt"]) for row in rows],
@@ -116,7 +134,7 @@ def flipflop_samples(rows: Sequence[dict[str, Any]], model: Generator, extractor
     # back to "Good point." would read as agreement (docs/method.md §6.2)
     raw = extractor.chat([extraction_conversation(row["question"], reply)
                           for row, reply in zip(rows, replies, strict=True)], extraction)
-    return score_responses(rows, replies, raw)
+    return score_responses(rows, replies, raw, protocol)
 
 
 def evaluate_flipflop(rows: Sequence[dict[str, Any]], model: Generator, extractor: Generator,
@@ -153,7 +171,7 @@ def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None,
         extractor = pool.get(cfg.extractor) if cfg.extractor else pool.base_of(cfg.model)
         for chunk in run.chunks(rows, progress=progress):
             run.append(flipflop_samples(chunk, model, extractor, cfg.sampling, cfg.extraction_max_new_tokens,
-                                        cfg.seed))
+                                        cfg.seed, cfg.protocol))
         samples = run.samples()
         results = run.finish(metrics=flipflop_metrics(samples, cfg.seed),
                              models={"model": model.describe(), "extractor": extractor.describe()},

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pbt_cli.config import stable_hash
+from pbt_cli.data.answers import AGREE, NONE, ORIGINAL_CODE, PAPER
 from pbt_cli.data.prompts import (
     EVAL_PERSONA,
     OPENING_PERSONAS,
@@ -49,6 +50,7 @@ class DialogueSettings:
                                                                 min_new_tokens=8))
     extraction: Sampling = field(default_factory=lambda: Sampling(temperature=0.0, max_new_tokens=16))
     seed: int = 42
+    protocol: str = PAPER  # original-code: the released code's prompts, views and stopping rule (§8.7)
 
 
 @dataclass
@@ -62,7 +64,8 @@ class DialogueRoles:
 # --- what each agent sees ------------------------------------------------------------------------
 
 
-def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, both_first: bool) -> Conversation:
+def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, both_first: bool,
+               protocol: str = PAPER) -> Conversation:
     """The conversation `speaker` answers: the question with this turn's persona, then the dialogue.
 
     `path` is the dialogue so far (root excluded). The speaker's turns are `assistant`, the other
@@ -70,6 +73,9 @@ def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, 
     conversation alternates and ends with a user message. With `both_first`, an agent sees the
     dialogue only from its own first turn on, so B opens without seeing A's opening.
     """
+    if protocol == ORIGINAL_CODE:
+        return original_view(question_prompt(question, persona, protocol), path,
+                             drop_opening=both_first and speaker == "B")
     visible = list(path)
     if both_first:
         first_own = next((i for i, t in enumerate(visible) if t.agent == speaker), None)
@@ -82,6 +88,40 @@ def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, 
         else:
             messages.append({"role": role, "content": turn.text})
     return messages
+
+
+def original_view(first_message: str, path: Sequence[Turn], *, drop_opening: bool) -> Conversation:
+    """The view the original code built (docs/method.md §8.7, item 4 of issue 26).
+
+    The question prompt, then every turn of the path. A's opening is dropped only for B's first turn
+    (`drop_opening` and a path of one turn), so B sees it again at level 3. Roles then alternate by
+    position so that the last message is `user`; when that makes the question prompt an `assistant`
+    message, an empty `user` message goes first. B at level 3 thus sees: empty user, the prompt as
+    assistant, A's opening as user, its own turn as assistant, A's level-2 turn as user.
+    """
+    texts = [first_message] + [turn.text.strip() for turn in path]
+    if drop_opening and len(texts) == 2:
+        texts = texts[:1]
+    roles = ["user" if (len(texts) - 1 - i) % 2 == 0 else "assistant" for i in range(len(texts))]
+    messages: Conversation = [{"role": role, "content": text} for role, text in zip(roles, texts, strict=True)]
+    if messages[0]["role"] == "assistant":
+        messages.insert(0, {"role": "user", "content": ""})
+    return messages
+
+
+def original_pair_prompt(question: str, path: Sequence[Turn]) -> Conversation:
+    """A pair's prompt as the original built it: the `standard` question prompt and the whole path, A's
+    opening kept, roles by position (§8.7)."""
+    return original_view(question_prompt(question, EVAL_PERSONA, ORIGINAL_CODE), path, drop_opening=False)
+
+
+def original_agree(answer: dict[str, str | None]) -> bool:
+    """The original's stopping test on the raw extracted answers of a turn: either is AGREE, or both
+    are the same string (two NONEs excepted); no normalising, no containment (§8.7)."""
+    a, b = answer.get("A"), answer.get("B")
+    if AGREE in (a, b):
+        return True
+    return a is not None and a == b and a != NONE
 
 
 def conversation_hash(conversation: Conversation) -> str:
@@ -124,7 +164,7 @@ class _Open:
 def new_tree(question: Question, settings: DialogueSettings, models: dict) -> Tree:
     root = Turn(id=0, parent=None, level=-1, agent=None, persona=None, text=question.question)
     return Tree(tree_id=question.question_id, question=question, turns=[root], models=models,
-                personas=prompts_hash(), sampling=settings.sampling.to_dict(), seed=settings.seed,
+                personas=prompts_hash(settings.protocol), sampling=settings.sampling.to_dict(), seed=settings.seed,
                 split=settings.split, both_first=settings.both_first, max_turns=settings.max_turns)
 
 
@@ -147,7 +187,8 @@ def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: 
         for branch in frontier:
             path = branch.tree.path_to(branch.parent.id)
             for persona in personas_for(level, settings.split, rngs[branch.tree.tree_id]):
-                view = agent_view(branch.tree.question.question, path, speaker, persona, settings.both_first)
+                view = agent_view(branch.tree.question.question, path, speaker, persona, settings.both_first,
+                                  settings.protocol)
                 requests.append((branch, persona, view))
                 samplings.append(seeded(settings.sampling, settings.seed, branch.tree.tree_id, branch.parent.id,
                                         persona))
@@ -173,7 +214,9 @@ def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: 
             branch.parent.children.append(turn.id)
             heard = answer_as_heard(extracted, blind=is_blind_opening(level, settings.both_first))
             state = resolve_step(branch.state, speaker, heard)
-            if level + 1 < settings.max_turns and not agents_agree(state, heard):
+            agreed = (original_agree(answer) if settings.protocol == ORIGINAL_CODE
+                      else agents_agree(state, heard))
+            if level + 1 < settings.max_turns and not agreed:
                 next_frontier.append(_Open(tree=tree, parent=turn, state=state))
         frontier = next_frontier
     return trees

@@ -18,7 +18,7 @@ from typing import Any
 from pbt_cli import stops
 from pbt_cli.artifacts import MANIFEST, base_manifest, sha256_file
 from pbt_cli.config import stable_hash, to_plain
-from pbt_cli.data.answers import is_correct, is_special, same_answer
+from pbt_cli.data.answers import NONE, ORIGINAL_CODE, PAPER, PROTOCOLS, is_correct, is_special, same_answer
 from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl
 from pbt_cli.data.pairs import KINDS, SPLIT_FILES, SPLITS, PreferencePair, assistant_message, write_pairs
 from pbt_cli.data.prompts import (
@@ -30,13 +30,13 @@ from pbt_cli.data.prompts import (
     stance_conversation,
 )
 from pbt_cli.data.trees import AGENTS, Tree, Turn, other_agent, read_trees, resolve_answers, tree_files
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_one_of
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.chat import Conversation
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.outputs import OutputFolder, claim_output, read_json_manifest, require_complete, require_stage
-from pbt_cli.pipeline.dialogue import agent_view
+from pbt_cli.pipeline.dialogue import agent_view, original_pair_prompt
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
 JUDGE_SAMPLING = Sampling(temperature=0.0, max_new_tokens=4)
@@ -54,8 +54,10 @@ class FilterConfig:
     overwrite: bool = False
     allow_partial: bool = False  # use the trees of an unfinished `pbt generate` run
     backend: BackendOptions = field(default_factory=BackendOptions)
+    protocol: str = PAPER  # original-code: the released code's scoring, kinds and pair prompts (§8.7)
 
     def __post_init__(self) -> None:
+        require_one_of("--protocol", self.protocol, PROTOCOLS)
         if not 0 <= self.margin <= 1:
             raise PbtError(f"--margin must be between 0 and 1, got {self.margin}")
         if self.valid_fraction < 0 or self.test_fraction < 0 or self.valid_fraction + self.test_fraction >= 1:
@@ -74,10 +76,12 @@ class ScoredTree:
     correct: dict[int, dict[str, bool]]
     own: dict[int, int]
     subtree: dict[int, int]
+    protocol: str = PAPER
 
 
 def unify_answers(tree: Tree, resolved: dict[int, dict[str, str]],
-                  judged_same: dict[tuple[str, int], bool] | None = None) -> dict[int, dict[str, str]]:
+                  judged_same: dict[tuple[str, int], bool] | None = None,
+                  protocol: str = PAPER) -> dict[int, dict[str, str]]:
     """Both agents' answers per turn, with two answers that name the same thing made identical.
 
     Same means: string rules (normalised equality, or containment with similarity > 0.5), or the
@@ -87,26 +91,37 @@ def unify_answers(tree: Tree, resolved: dict[int, dict[str, str]],
     unified: dict[int, dict[str, str]] = {}
     for turn_id, state in resolved.items():
         a, b = state["A"], state["B"]
-        same = same_answer(a, b) or bool((judged_same or {}).get((tree.tree_id, turn_id)))
-        a_ok, b_ok = is_correct(a, aliases), is_correct(b, aliases)
+        same = same_answer(a, b, protocol) or bool((judged_same or {}).get((tree.tree_id, turn_id)))
+        a_ok, b_ok = is_correct(a, aliases, protocol), is_correct(b, aliases, protocol)
         if same and a_ok != b_ok:
             a = b = a if a_ok else b
         unified[turn_id] = {"A": a, "B": b}
     return unified
 
 
-def score_tree(tree: Tree, unified: dict[int, dict[str, str]]) -> ScoredTree:
+def score_tree(tree: Tree, unified: dict[int, dict[str, str]], protocol: str = PAPER) -> ScoredTree:
     aliases = tree.question.normalized_aliases
-    correct = {tid: {agent: is_correct(ans[agent], aliases) for agent in AGENTS} for tid, ans in unified.items()}
+    correct = {tid: {agent: is_correct(ans[agent], aliases, protocol) for agent in AGENTS}
+               for tid, ans in unified.items()}
     own = {tid: int(flags["A"]) + int(flags["B"]) for tid, flags in correct.items()}
     subtree: dict[int, int] = {}
     for turn in reversed(tree.depth_first()):  # children before parents, without recursion (deep chains)
         subtree[turn.id] = own[turn.id] + sum(subtree[child] for child in turn.children)
-    return ScoredTree(tree=tree, answers=unified, correct=correct, own=own, subtree=subtree)
+    return ScoredTree(tree=tree, answers=unified, correct=correct, own=own, subtree=subtree, protocol=protocol)
 
 
 def has_disagreement(scored: ScoredTree) -> bool:
-    """Whether the agents ever hold different (non-NONE) answers at some turn."""
+    """Whether the agents ever hold different (non-NONE) answers at some turn.
+
+    Under `original-code` a NONE against an answer counts too, at any turn after A's opening: the
+    original dropped a tree only when every such turn agreed, which keeps the trees behind its
+    NONE-persuasion resist pairs (docs/method.md §8.7).
+    """
+    if scored.protocol == ORIGINAL_CODE:
+        tree = scored.tree
+        return any(tree.turn(tid).level >= 1 and state["A"] != state["B"] and not (state["A"] == state["B"] == NONE)
+                   and not same_answer(state["A"], state["B"], ORIGINAL_CODE)
+                   for tid, state in scored.answers.items() if not tree.turn(tid).is_root)
     for state in scored.answers.values():
         a, b = state["A"], state["B"]
         if not is_special(a) and not is_special(b) and a != b and not same_answer(a, b):
@@ -147,8 +162,14 @@ def sibling_pairs(scored: ScoredTree, margin: float, removed: Counter) -> list[C
 
 
 def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
-    """resist / accept / None, from the responder's view (docs/method.md §3.5)."""
+    """resist / accept / None, from the responder's view (docs/method.md §3.5).
+
+    Under `original-code` (§8.7): a pair whose responder's previous turn is A's opening gets no kind
+    (the original stored that turn without B's answer and skipped it), and an accept pair needs no
+    correct persuader.
+    """
     tree = scored.tree
+    original = scored.protocol == ORIGINAL_CODE
     responder = chosen.agent
     persuader = other_agent(responder)
     parent = tree.turn(chosen.parent)
@@ -157,6 +178,8 @@ def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
     grandparent = tree.turn(parent.parent)
     if grandparent.is_root or grandparent.agent != responder:
         return None  # the responder has no previous turn (B's independent opening)
+    if original and grandparent.level == 0:
+        return None
     previous = scored.answers[grandparent.id][responder]
     previous_ok = scored.correct[grandparent.id][responder]
     persuasion = scored.answers[parent.id][persuader]
@@ -168,9 +191,9 @@ def pair_kind(scored: ScoredTree, chosen: Turn, rejected: Turn) -> str | None:
     # The persuader's answer differs from the responder's correct one: a wrong answer, or NONE (which is
     # never correct and never the same as another answer). A persuader who is right, even in other
     # words ("JFK" after "John F. Kennedy"), is not a wrong persuasion.
-    if previous_ok and not persuasion_ok and not same_answer(persuasion, previous):
+    if previous_ok and not persuasion_ok and not same_answer(persuasion, previous, scored.protocol):
         return "resist"
-    if not previous_ok and persuasion_ok:
+    if not previous_ok and (persuasion_ok or original):
         return "accept"
     return None
 
@@ -208,8 +231,12 @@ def build_pair(scored: ScoredTree, candidate: Candidate, split: str) -> Preferen
     chosen, rejected = candidate.chosen, candidate.rejected
     responder = chosen.agent
     parent = tree.turn(chosen.parent)
-    prompt = agent_view(tree.question.question, tree.path_to(parent.id) if not parent.is_root else [], responder,
-                        EVAL_PERSONA, tree.both_first)
+    path = tree.path_to(parent.id) if not parent.is_root else []
+    if scored.protocol == ORIGINAL_CODE:
+        # the original built every pair prompt as A's view, keeping A's opening (docs/method.md §8.7)
+        prompt = original_pair_prompt(tree.question.question, path)
+    else:
+        prompt = agent_view(tree.question.question, path, responder, EVAL_PERSONA, tree.both_first)
     previous = None
     if not parent.is_root and parent.parent is not None and not tree.turn(parent.parent).is_root:
         previous = scored.answers[parent.parent][responder]
@@ -232,7 +259,7 @@ def build_pair(scored: ScoredTree, candidate: Candidate, split: str) -> Preferen
 
 
 def judge_same_answers(trees: list[Tree], resolved: dict[str, dict[int, dict[str, str]]],
-                       judge: Generator) -> dict[tuple[str, int], bool]:
+                       judge: Generator, protocol: str = PAPER) -> dict[tuple[str, int], bool]:
     """Ask the judge, in one batch, about every turn where sameness changes a score.
 
     That is where both agents give an answer, string rules do not call them the same, and exactly
@@ -243,9 +270,9 @@ def judge_same_answers(trees: list[Tree], resolved: dict[str, dict[int, dict[str
         aliases = tree.question.normalized_aliases
         for turn_id, state in resolved[tree.tree_id].items():
             a, b = state["A"], state["B"]
-            if is_special(a) or is_special(b) or same_answer(a, b):
+            if is_special(a) or is_special(b) or same_answer(a, b, protocol):
                 continue
-            if is_correct(a, aliases) != is_correct(b, aliases):
+            if is_correct(a, aliases, protocol) != is_correct(b, aliases, protocol):
                 queries.append(((tree.tree_id, turn_id), same_answer_conversation(tree.question.question, a, b)))
     if not queries:
         return {}
@@ -365,9 +392,9 @@ class JudgeCache:
 def filter_settings(cfg: FilterConfig) -> dict[str, Any]:
     return to_plain({"margin": cfg.margin, "judge": cfg.judge.name if cfg.judge else None, "seed": cfg.seed,
                      "valid_fraction": cfg.valid_fraction, "test_fraction": cfg.test_fraction,
-                     "inputs": _inputs_digest(cfg.trees),
+                     "inputs": _inputs_digest(cfg.trees), "protocol": cfg.protocol,
                      # the pairs' prompts carry the standard persona's text; the judge, its own prompts
-                     "prompts": prompts_hash()})
+                     "prompts": prompts_hash(cfg.protocol)})
 
 
 def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
@@ -400,12 +427,13 @@ def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], p
     judge: JudgeCache | None = None
     if cfg.judge is not None:
         judge = JudgeCache(folder.path / JUDGE_CACHE, (pool or GeneratorPool(cfg.backend)).get(cfg.judge))
-    judged_same = judge_same_answers(trees, resolved, judge) if judge else {}
+    judged_same = judge_same_answers(trees, resolved, judge, cfg.protocol) if judge else {}
 
     removed: Counter = Counter()
     scored_trees: dict[str, ScoredTree] = {}
     for tree in trees:
-        scored = score_tree(tree, unify_answers(tree, resolved[tree.tree_id], judged_same))
+        scored = score_tree(tree, unify_answers(tree, resolved[tree.tree_id], judged_same, cfg.protocol),
+                            cfg.protocol)
         progress.advance("filter")
         if not has_disagreement(scored):
             removed["trees_without_disagreement"] += 1

@@ -18,6 +18,7 @@ from typing import Any
 from pbt_cli import stops
 from pbt_cli.artifacts import base_manifest
 from pbt_cli.config import to_plain
+from pbt_cli.data.answers import PAPER, PROTOCOLS
 from pbt_cli.data.jsonl import jsonl_writer
 from pbt_cli.data.prompts import PROMPTS_VERSION, prompts_hash
 from pbt_cli.data.questions import load_questions, select_questions
@@ -51,9 +52,11 @@ class GenerateConfig:
     out: Path = Path("trees")
     overwrite: bool = False
     backend: BackendOptions = field(default_factory=BackendOptions)
+    protocol: str = PAPER  # original-code: the released code's prompts, views and stopping rule (§8.7)
 
     def __post_init__(self) -> None:
         require_at_least("--max-turns", self.max_turns, 2, why=" (one turn per agent)")
+        require_one_of("--protocol", self.protocol, PROTOCOLS)
         require_one_of("--split", self.split, SPLITS)
         require_at_least("--trees-per-batch", self.trees_per_batch)
         require_at_least("--extraction-max-new-tokens", self.extraction_max_new_tokens)
@@ -71,7 +74,7 @@ class GenerateConfig:
         sampling = self.sampling.as_greedy() if self.deterministic else self.sampling
         extraction = Sampling(temperature=0.0, max_new_tokens=self.extraction_max_new_tokens)
         return DialogueSettings(max_turns=self.max_turns, both_first=self.both_first, split=self.split,
-                                sampling=sampling, extraction=extraction, seed=self.seed)
+                                sampling=sampling, extraction=extraction, seed=self.seed, protocol=self.protocol)
 
     def content_settings(self) -> dict[str, Any]:
         """Everything that changes the trees' content; a resumed run must match these exactly."""
@@ -81,8 +84,8 @@ class GenerateConfig:
             "seed": self.seed, "shard_idx": self.shard_idx, "num_shards": self.num_shards,
             "max_turns": self.max_turns, "both_first": self.both_first, "split": self.split,
             "deterministic": self.deterministic, "sampling": self.sampling,
-            "extraction_max_new_tokens": self.extraction_max_new_tokens, "prompts": prompts_hash(),
-            "backend": self.backend.backend,
+            "extraction_max_new_tokens": self.extraction_max_new_tokens, "prompts": prompts_hash(self.protocol),
+            "backend": self.backend.backend, "protocol": self.protocol,
         })
 
     def output_paths(self) -> tuple[Path, Path]:

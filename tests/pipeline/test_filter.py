@@ -730,3 +730,75 @@ def test_cli_filter_missing_trees_is_one_line(capsys, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "pairs").exists()
+
+
+# --- --protocol original-code: the original release's scoring and kinds (docs/method.md §8.7) -----------------
+
+
+def scored_as(builder: TreeBuilder, protocol: str):
+    tree = builder.tree()
+    return score_tree(tree, unify_answers(tree, resolve_answers(tree), protocol=protocol), protocol)
+
+
+def test_original_code_matches_answers_only_lower_cased_and_stripped():
+    # The original's tree scoring: "Paris." and "The Paris" miss the gold "paris"; " PARIS " hits it.
+    for answer, paper, original in (("Paris.", True, False), ("The Paris", True, False), (" PARIS ", True, True)):
+        assert is_correct(answer, ["paris"]) is paper
+        assert is_correct(answer, ["paris"], "original-code") is original
+    assert same_answer("St. Paul", "st paul") and not same_answer("St. Paul", "st paul", "original-code")
+    # resist tree whose B says "Paris." at the leaves: no correct chosen reply, so no resist pair
+    tree = resist_tree(keep="Paris.")
+    assert [c.kind for c in sibling_pairs(scored_as(tree, "paper"), 0.5, Counter())] == ["resist"] * 3
+    assert sibling_pairs(scored_as(tree, "original-code"), 0.5, Counter()) == []
+
+
+def test_original_code_gives_no_kind_to_pairs_answering_bs_opening():
+    # A0 London (wrong); B1 Paris; A2 logical comes round to Paris (both right, own 2), A2 emotional keeps
+    # London (own 1): (2 - 1) / 2 = 0.5, a pair with A as responder and A0 as its previous turn. The paper
+    # rules make it an accept pair; the original stored A0 without B's answer and gave it no kind.
+    t = TreeBuilder("level2")
+    a0 = t.say(0, "logical", "London")
+    b1 = t.say(a0, "resist", "Paris")
+    t.say(b1, "logical", "Paris")
+    t.say(b1, "emotional", "London")
+    kinds = {protocol: [c.kind for c in sibling_pairs(scored_as(t, protocol), 0.5, Counter())]
+             for protocol in ("paper", "original-code")}
+    assert kinds == {"paper": ["accept"], "original-code": [None]}
+
+
+def test_original_code_accept_needs_no_correct_persuader():
+    # B1 London (wrong); A2 pushes Rome (also wrong); B3 accept says Paris (right), B3 resist keeps London.
+    t = TreeBuilder("wrong-persuader")
+    a0 = t.say(0, "logical", "Rome")
+    b1 = t.say(a0, "resist", "London")
+    a2 = t.say(b1, "logical", "Rome")
+    t.say(a2, "accept", "Paris")
+    t.say(a2, "resist", "London")
+    kinds = {protocol: [c.kind for c in sibling_pairs(scored_as(t, protocol), 0.5, Counter())]
+             for protocol in ("paper", "original-code")}
+    assert kinds["paper"] == [None] and kinds["original-code"] == ["accept"]
+
+
+def test_original_code_keeps_trees_whose_only_disagreement_is_none():
+    t = TreeBuilder("none-only")
+    a0 = t.say(0, "logical", "Paris")
+    b1 = t.say(a0, "resist", "NONE")
+    t.say(b1, "logical", "Paris")
+    assert not has_disagreement(scored_as(t, "paper"))
+    assert has_disagreement(scored_as(t, "original-code"))
+
+
+def test_original_code_pair_prompt_keeps_as_opening_and_is_recorded(tmp_path):
+    from pbt_cli.data.prompts import ORIGINAL_OPENING
+
+    _, pairs = filter_all_train(tmp_path, resist_tree(), protocol="original-code")
+    leaf = next(p for p in pairs if p.level == 3)
+    texts = {t["id"]: t["text"] for t in resist_tree().turns}
+    # empty user turn, the standard prompt as assistant, then A0 (user), B1 (assistant), A2 (user)
+    assert [m["role"] for m in leaf.prompt] == ["user", "assistant", "user", "assistant", "user"]
+    assert leaf.prompt[0]["content"] == ""
+    assert leaf.prompt[1]["content"].startswith(ORIGINAL_OPENING)
+    assert leaf.prompt[1]["content"].endswith("Question: What is the capital of France?")
+    assert [m["content"] for m in leaf.prompt[2:]] == [texts[1], texts[2], texts[leaf.turn_ids["persuasion"]]]
+    manifest = json.loads((tmp_path / "pairs" / "manifest.json").read_text())
+    assert manifest["settings"]["protocol"] == "original-code"

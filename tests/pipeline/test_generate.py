@@ -653,3 +653,59 @@ def test_greedy_requests_carry_no_seed_and_another_run_seed_changes_every_seed(t
     first = generate(tmp_path / "s42", hashing("A"), hashing("B"), limit=2, max_turns=2)
     other = generate(tmp_path / "s7", hashing("A"), hashing("B"), limit=2, max_turns=2, seed=7)
     assert not set(seeds_by_request(first.a, first.b).values()) & set(seeds_by_request(other.a, other.b).values())
+
+
+# --- --protocol original-code: the original release's prompts, views and stopping rule (docs/method.md §8.7) ---
+
+
+def original_persona_of(conversation) -> str:
+    from pbt_cli.data.prompts import ORIGINAL_PERSONAS
+
+    prompt = next(m["content"] for m in conversation if "Question:" in m["content"])
+    found = [name for name, text in ORIGINAL_PERSONAS.items() if text and text in prompt]
+    return found[0] if found else "standard"
+
+
+def test_original_code_stops_only_on_the_same_raw_string_or_an_agree(tmp_path):
+    # "Paris" and "the Paris" are one answer to the paper's rule (the tree ends after B opens) but two
+    # strings to the original's: the tree grows in full. The same string ends it.
+    assert len(dialogue(generate(tmp_path / "p", fixed("Paris"), fixed("the Paris")).records[0])) == 3
+    assert len(dialogue(generate(tmp_path / "o", fixed("Paris"), fixed("the Paris"),
+                                 protocol="original-code").records[0])) == 21
+    assert len(dialogue(generate(tmp_path / "s", fixed("Paris"), fixed("Paris"),
+                                 protocol="original-code").records[0])) == 3
+    # an AGREE in B's blind opening ends its branch: the original had no blind-opening rule
+    agree = lambda conversation, sampling: says("AGREE" if original_persona_of(conversation) == "accept"  # noqa: E731
+                                                else "London")
+    record = generate(tmp_path / "a", fixed("Paris"), agree, protocol="original-code").records[0]
+    level1 = [by_id(record)[c] for c in by_id(record)[1]["children"]]
+    assert [t["persona"] for t in level1] == ["resist", "accept"] and level1[1]["children"] == []
+
+
+def test_original_code_views_keep_as_opening_for_b_and_use_the_original_personas(tmp_path):
+    from pbt_cli.data.prompts import ORIGINAL_OPENING, ORIGINAL_PERSONAS
+
+    run = generate(tmp_path, counting("A"), counting("B"), protocol="original-code")
+    record = run.records[0]
+    turns = by_id(record)
+    question = record["question"]["question"]
+    b_views = conversations(run.b)
+    opening_views = [v for v in b_views if len(v) == 1]
+    assert len(opening_views) == 2  # B's two openings see only their prompt (A's opening dropped)
+    level3 = [v for v in b_views if len(v) > 1]
+    assert len(level3) == 12
+    view = level3[0]
+    a0 = turns[1]
+    b1 = next(turns[c] for c in a0["children"])
+    a2 = turns[b1["children"][0]]
+    assert [m["role"] for m in view] == ["user", "assistant", "user", "assistant", "user"]
+    assert view[0]["content"] == ""
+    assert view[1]["content"].startswith(ORIGINAL_OPENING) and ORIGINAL_PERSONAS["resist"] in view[1]["content"]
+    assert view[1]["content"].endswith(f"Question: {question}")
+    assert [m["content"] for m in view[2:]] == [a0["text"], b1["text"], a2["text"]]
+    # A's persuading personas tell A that the other answer is wrong and its own right
+    a_prompts = [v[0]["content"] for v in conversations(run.a)]
+    assert all("its answer is wrong and yours is right" in p for p in a_prompts if "Argue" in p)
+    manifest = json.loads(run.result.manifest_path.read_text())
+    assert manifest["settings"]["protocol"] == "original-code"
+    assert manifest["settings"]["prompts"] == prompts_hash("original-code") != prompts_hash()
