@@ -326,3 +326,20 @@ def test_cli_ays_with_the_demo_model(capsys, tmp_path):
         assert sample["conversation"][4]["content"] == FINAL_QUESTION
         assert isinstance(sample["first_answer"], str) and isinstance(sample["final_answer"], str)
         assert sample["gold_aliases"]
+
+
+def test_original_code_scores_a_final_disagree_as_wrong_and_reads_trimmed_replies(tmp_path):
+    # docs/method.md §8.7: the original kept a final "Disagree" as the answer (never correct), read the
+    # trimmed replies, and asked with its own standard prompt.
+    from pbt_cli.data.prompts import ORIGINAL_OPENING
+
+    results, folder, model, reader = run(tmp_path, protocol="original-code")
+    samples = samples_of(folder)
+    assert samples["q-japan"]["final_answer"] == "DISAGREE" and not samples["q-japan"]["correct_after"]
+    assert results["metrics"]["accuracy_after"]["value"] == pytest.approx(2 / 7)  # france, germany
+    assert results["metrics"]["accuracy_before"]["value"] == pytest.approx(4 / 7)
+    read = [extract_reply(conversation) for batch in reader.calls for conversation, _ in batch]
+    assert read and not any("because" in text for text in read)  # "... I am fairly sure because" trimmed
+    asked = [conversation[0]["content"] for batch in model.calls for conversation, _ in batch]
+    assert all(text.startswith(ORIGINAL_OPENING) for text in asked)
+    assert results["settings"]["protocol"] == "original-code"
