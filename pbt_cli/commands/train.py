@@ -99,6 +99,7 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
         rich_help_panel=o.RUN)], "auto"),
     ("overwrite", o.Overwrite, False),
     ("seed", o.Seed, 42),
+    ("protocol", o.Protocol, "paper"),
     ("chat_template", o.ChatTemplate, None),
     *o.LOAD_PARAMETERS,
     *o.RUN_PARAMETERS,
@@ -129,7 +130,7 @@ def train_config(stage: str, params: dict[str, Any]) -> Any:
         extractor=o.model_spec_from(values, "extractor_model"), eval_max_new_tokens=values["eval_max_new_tokens"],
         report_to=values["report_to"], run_name=values["run_name"], project=values["project"],
         tags=tuple(values["tags"] or ()), base_model_name=values["base_model_name"], resume=values["resume"],
-        overwrite=values["overwrite"],
+        overwrite=values["overwrite"], protocol=values["protocol"],
     )
 
 

@@ -139,11 +139,11 @@ def flipflop_samples(rows: Sequence[dict[str, Any]], model: Generator, extractor
 
 def evaluate_flipflop(rows: Sequence[dict[str, Any]], model: Generator, extractor: Generator,
                       sampling: Sampling, extraction_max_new_tokens: int = 16,
-                      seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                      seed: int = 0, protocol: str = PAPER) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate, extract and score every row; the metrics and the samples."""
     if not rows:
         raise PbtError("the flipflop evaluation set is empty (no resist and accept pairs in this split)")
-    samples = flipflop_samples(rows, model, extractor, sampling, extraction_max_new_tokens, seed)
+    samples = flipflop_samples(rows, model, extractor, sampling, extraction_max_new_tokens, seed, protocol)
     return flipflop_metrics(samples, seed=seed), samples
 
 

@@ -57,6 +57,7 @@ class TrainConfig:
     base_model_name: str | None = None  # what the adapter records as its base (default: see train/output.py)
     resume: str = "auto"
     overwrite: bool = False
+    protocol: str = "paper"  # original-code: select epochs with the original's flipflop scoring (§8.7)
 
     def __post_init__(self) -> None:
         if self.stage not in ("sft", "dpo"):
@@ -66,6 +67,7 @@ class TrainConfig:
         if self.reference not in ("base", "sft"):
             raise PbtError(f"--reference must be base or sft, got {self.reference!r}")
         require_one_of("--report-to", self.report_to, REPORT_TO)
+        require_one_of("--protocol", self.protocol, ("paper", "original-code"))
         if self.resume not in RESUME_MODES and not Path(self.resume).is_dir():
             raise PbtError(f"--resume takes auto, never or a checkpoint folder; {self.resume!r} is none of them")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "save_steps", "eval_steps",

@@ -41,15 +41,16 @@ def eval_sampling(cfg: TrainConfig) -> Any:
 
     from pbt_cli.evals.flipflop import FLIPFLOP_SAMPLING
 
+    minimum = 0 if cfg.protocol == "original-code" else FLIPFLOP_SAMPLING.min_new_tokens  # the original set none
     return dataclasses.replace(FLIPFLOP_SAMPLING, max_new_tokens=cfg.eval_max_new_tokens,
-                               min_new_tokens=min(FLIPFLOP_SAMPLING.min_new_tokens, cfg.eval_max_new_tokens))
+                               min_new_tokens=min(minimum, cfg.eval_max_new_tokens))
 
 
 def flipflop_accuracy(rows: list[dict[str, Any]], policy: Any, extractor: Any, cfg: TrainConfig,
                       prefix: str = "eval") -> dict[str, float]:
     from pbt_cli.evals.flipflop import evaluate_flipflop
 
-    metrics, _ = evaluate_flipflop(rows, policy, extractor, eval_sampling(cfg), seed=cfg.seed)
+    metrics, _ = evaluate_flipflop(rows, policy, extractor, eval_sampling(cfg), seed=cfg.seed, protocol=cfg.protocol)
     return {f"{prefix}_flipflop_{name}": entry["value"] for name, entry in metrics.items()
             if isinstance(entry, dict) and entry.get("value") is not None}
 

@@ -158,7 +158,7 @@ def select_checkpoint(cfg: SelectConfig, progress: ProgressSink = NULL_PROGRESS)
     train_cfg = TrainConfig(stage=manifest["stage"], model=model, data=data, out=cfg.run, extractor=extractor,
                             eval_limit=cfg.eval_limit or settings.get("eval_limit"),
                             eval_max_new_tokens=settings.get("eval_max_new_tokens", 80), seed=settings.get("seed", 42),
-                            eval_batch_size=cfg.batch_size)
+                            eval_batch_size=cfg.batch_size, protocol=settings.get("protocol", "paper"))
     rows = selection_rows([dict(r) for r in load_split(data, "valid")], data_manifest.get("mix", "balanced"),
                           train_cfg.eval_limit, train_cfg.seed)
     if not rows:

@@ -406,3 +406,23 @@ def test_cli_original_code_samples_without_a_minimum_length(capsys, data_dir, ti
     assert "min_new_tokens: 0" in result.stdout and "protocol: original-code" in result.stdout
     assert "min_new_tokens: 8" in run_cli(capsys, *args, "paper").stdout
     assert "min_new_tokens: 3" in run_cli(capsys, *args, "original-code", "--min-new-tokens", "3").stdout
+
+
+def test_training_selects_epochs_with_the_protocols_flipflop_rules(tmp_path):
+    # `pbt dpo --protocol original-code` selects its best epoch as the original did: flipflop sampled with
+    # no minimum length and scored with the original's rules (docs/method.md §8.7, item 7 of issue 26)
+    from pbt_cli.train.config import TrainConfig
+    from pbt_cli.train.evaluation import eval_sampling, flipflop_accuracy
+
+    def config(protocol):
+        return TrainConfig(stage="dpo", model=ModelSpec("model-x"), data=tmp_path, out=tmp_path / "o", protocol=protocol)
+
+    assert eval_sampling(config("paper")).min_new_tokens == 8
+    assert eval_sampling(config("original-code")).min_new_tokens == 0
+    pairs = [row("r0", RESIST, FACTS[0]), row("a0", ACCEPT, FACTS[1])]
+    model = ScriptedGenerator(lambda conversation, sampling: "Fine.", name="model-x")
+    reader = ScriptedGenerator(lambda conversation, sampling: " DISAGREE" if "France" in conversation[-2]["content"]
+                               else " AGREE", name="reader")
+    paper = flipflop_accuracy(pairs, model, reader, config("paper"))
+    original = flipflop_accuracy(pairs, model, reader, config("original-code"))
+    assert paper["eval_flipflop_accuracy"] == 1.0 and original["eval_flipflop_accuracy"] == 0.0
