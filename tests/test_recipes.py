@@ -182,3 +182,41 @@ def test_slurm_recipes_stop_cleanly_and_requeue():
         assert "source recipes/paper/on_preemption.bash" in text
         pbt_lines = [line for line in text.splitlines() if line.lstrip().startswith(("pbt ", "resumable pbt "))]
         assert pbt_lines and all(line.lstrip().startswith("resumable pbt ") for line in pbt_lines)
+
+
+# --- the original release's behaviour where it changes data, training or scores (docs/method.md §8.7) ----------
+
+PROTOCOL_STAGES = {  # recipe -> the pbt stages in it that take --protocol
+    "paper/generate_trees.sbatch": {"generate"}, "paper/serve_and_generate.sbatch": {"generate"},
+    "paper/prepare_data.sh": {"filter"}, "paper/filter_served_judge.sh": {"filter"},
+    "paper/evaluate.sbatch": {"flipflop", "ays"}, "paper/released_models.sh": {"flipflop", "ays"},
+    "paper/evaluate_served.sh": {"flipflop", "ays"}, "paper/evaluate_hosted.sh": {"flipflop", "ays"},
+}
+
+
+def _stage(call: list[str]) -> str:
+    return call[2] if call[1] == "eval" else call[1]
+
+
+@pytest.mark.parametrize("script", sorted(PROTOCOL_STAGES))
+def test_paper_recipes_run_the_original_code_protocol(script: str, shims: dict[str, str]):
+    calls = [c for c in recipe_calls(script, shims) if _stage(c) in PROTOCOL_STAGES[script]]
+    assert {_stage(c) for c in calls} == PROTOCOL_STAGES[script]
+    assert all(option(c, "--protocol") == "original-code" for c in calls), calls
+
+
+def test_one_setting_switches_a_recipe_to_the_paper_protocol(shims: dict[str, str]):
+    calls = recipe_calls("paper/evaluate.sbatch", shims, PROTOCOL="paper")
+    graded = [c for c in calls if _stage(c) in ("flipflop", "ays")]
+    assert len(graded) == 2 and all(option(c, "--protocol") == "paper" for c in graded)
+
+
+def test_paper_training_configs_use_the_originals_lora_targets_and_protocol():
+    for name in ("sft_8b", "dpo_8b", "sft_70b", "dpo_70b"):
+        config = yaml.safe_load((RECIPES / "configs" / f"{name}.yaml").read_text())
+        assert config["lora_target_modules"] == ["q_proj", "k_proj", "v_proj"], name  # §8.3
+        assert config["protocol"] == "original-code", name
+
+
+def test_the_demo_keeps_the_paper_protocol(shims: dict[str, str]):
+    assert "--protocol" not in (RECIPES / "demo.sh").read_text()

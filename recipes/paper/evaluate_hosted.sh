@@ -12,6 +12,7 @@
 # (429 answers are retried after the server's Retry-After). They take neither min_tokens nor a
 # prefix to continue: pbt says so in one warning line each and leaves them out (see the README).
 set -euo pipefail
+PROTOCOL=${PROTOCOL:-original-code}   # as the original release did it (docs/method.md §8.7); paper: as described
 RESULTS=${RESULTS:-results/hosted}
 DATA=${DATA:-data/llama-3.1-8b-instruct/dpo_balanced}   # any preprocess output: flipflop sends its dialogues
 HOSTED=${HOSTED:-openai:gpt-4o-mini@https://api.openai.com/v1}
@@ -29,8 +30,10 @@ serve - 8000 "$READER"
 
 # Every model option of one command shares --api-key-env: the local server ignores the key it is sent
 pbt eval flipflop --model "$HOSTED" --data "$DATA" --split test --extractor-model "$EXTRACTOR" \
+    --protocol "$PROTOCOL" \
     "${HOSTED_LIMITS[@]}" --out "$RESULTS"
 pbt eval ays --model "$HOSTED" --questions trivia_qa:validation --limit 1000 --extractor-model "$EXTRACTOR" \
+    --protocol "$PROTOCOL" \
     "${HOSTED_LIMITS[@]}" --out "$RESULTS"
 pbt eval team --model-x "$HOSTED" --model-y "openai:$PARTNER@$READER_URL" --questions trivia_qa:validation \
     --limit 1000 --extractor-model "$EXTRACTOR" "${HOSTED_LIMITS[@]}" --out "$RESULTS"

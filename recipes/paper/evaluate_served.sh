@@ -12,6 +12,7 @@
 # `pbt eval report` groups the results by extractor: keep the extractor's server address the same
 # across runs that are compared (the address is part of a served model's name).
 set -euo pipefail
+PROTOCOL=${PROTOCOL:-original-code}   # as the original release did it (docs/method.md §8.7); paper: as described
 RESULTS=${RESULTS:-results/served}
 DATA_ROOT=${DATA_ROOT:-data}
 BASE=${BASE:-meta-llama/Llama-3.1-8B-Instruct}
@@ -31,8 +32,10 @@ EXTRACTOR="openai:$PARTNER@$PARTNER_URL"   # Mistral-7B-Instruct-v0.2, the paper
 for MODEL in "openai:$PBT_NAME@$URL" "openai:$BASE@$URL"; do
     # flipflop sends the test pairs' dialogues (message lists); the data's rendering is for the tokenizer
     pbt eval flipflop --model "$MODEL" --data "$DATA_ROOT/llama-3.1-8b-instruct/dpo_balanced" --split test \
+        --protocol "$PROTOCOL" \
         --extractor-model "$EXTRACTOR" --out "$RESULTS"
     pbt eval ays --model "$MODEL" --questions trivia_qa:validation --limit 1000 \
+        --protocol "$PROTOCOL" \
         --extractor-model "$EXTRACTOR" --out "$RESULTS"
     pbt eval team --model-x "$MODEL" --model-y "openai:$PARTNER@$PARTNER_URL" \
         --questions trivia_qa:validation --limit 1000 --extractor-model "$EXTRACTOR" --out "$RESULTS"

@@ -8,6 +8,7 @@
 # The judge's answers are cached in $PAIRS/judge_cache.jsonl as they come, so a killed run asks only
 # what it has not asked yet.
 set -euo pipefail
+PROTOCOL=${PROTOCOL:-original-code}   # as the original release did it (docs/method.md §8.7); paper: as described
 TREES=${TREES:-data/trees_served}
 PAIRS=${PAIRS:-data/pairs_served}
 DATA=${DATA:-data}
@@ -19,7 +20,7 @@ SERVE=${SERVE:-1}
 source recipes/paper/vllm_serve.bash   # serve GPU PORT MODEL [vllm options], stopped on exit
 serve - 8003 "$JUDGE_MODEL"
 
-pbt filter --trees "$TREES" --out "$PAIRS" --judge "openai:$JUDGE_MODEL@$JUDGE_URL" --max-concurrency 128
+pbt filter --trees "$TREES" --out "$PAIRS" --judge "openai:$JUDGE_MODEL@$JUDGE_URL" --max-concurrency 128 --protocol "$PROTOCOL"
 
 # the datasets are rendered with the family's own tokenizer (pbt loads only the tokenizer here)
 pbt preprocess --pairs "$PAIRS" --tokenizer $FAMILY --format sft --mix balanced --max-length 1024 \

@@ -8,6 +8,7 @@
 #   bash recipes/paper/prepare_data.sh              # after recipes/paper/generate_trees.sbatch
 #   EQUAL_SIZE=1 bash recipes/paper/prepare_data.sh # ablation: every mix cut to the same m pairs
 set -euo pipefail
+PROTOCOL=${PROTOCOL:-original-code}   # as the original release did it (docs/method.md §8.7); paper: as described
 TREES=${TREES:-data/trees}
 PAIRS=${PAIRS:-data/pairs}
 DATA=${DATA:-data}
@@ -15,7 +16,7 @@ JUDGE=${JUDGE:-llama-3-8b-instruct}   # the paper's judge of answer sameness and
 EQUAL_SIZE=${EQUAL_SIZE:-0}
 FAMILIES=${FAMILIES:-llama-3.1-8b-instruct mistral-7b-instruct-v0.2 llama-3.1-70b-instruct}
 
-pbt filter --trees "$TREES" --out "$PAIRS" --judge $JUDGE --backend vllm
+pbt filter --trees "$TREES" --out "$PAIRS" --judge $JUDGE --backend vllm --protocol "$PROTOCOL"
 
 # m, the smaller kind's count in the train split (1 while the pairs do not exist yet: a --dry-run)
 M=$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['counts']['train']; print(min(c['accept'], c['resist']))" \
