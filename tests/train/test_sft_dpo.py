@@ -744,3 +744,27 @@ def test_report_to_wandb_without_wandb_names_the_install(capsys, tmp_path, tiny_
     assert result.exit_code == 2
     [line] = error_lines(result.stderr)
     assert "pip install wandb" in line
+
+
+def test_select_checkpoint_scores_with_the_runs_protocol(dpo_run, tmp_path, monkeypatch):
+    # A run trained with `--protocol original-code` is re-scored by select-checkpoint with the original's
+    # flipflop rules too (docs/method.md §8.7 item 7): the protocol comes from the run's manifest.
+    import pbt_cli.train.run as train_run
+
+    out, code, err = dpo_run
+    assert code == 0, err
+    run = tmp_path / "dpo"
+    shutil.copytree(out, run)
+    manifest = read_json(run / "manifest.json")
+    assert manifest["settings"]["protocol"] == "paper"
+    manifest["settings"]["protocol"] = "original-code"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    seen = []
+
+    def fake_evaluate(cfg, found, rows, progress):
+        seen.append(cfg.protocol)
+        return [{"checkpoint": str(path), "eval_flipflop_accuracy": 0.5} for path in found]
+
+    monkeypatch.setattr(train_run, "evaluate_checkpoints", fake_evaluate)
+    train_run.select_checkpoint(train_run.SelectConfig(run=run))
+    assert seen == ["original-code"]
