@@ -91,7 +91,7 @@ def agent_view(question: str, path: Sequence[Turn], speaker: str, persona: str, 
 
 
 def original_view(first_message: str, path: Sequence[Turn], *, drop_opening: bool) -> Conversation:
-    """The view the original code built (docs/method.md §8.7, item 4 of issue 26).
+    """The view the original code built (docs/method.md §8.7 item 4).
 
     The question prompt, then every turn of the path. A's opening is dropped only for B's first turn
     (`drop_opening` and a path of one turn), so B sees it again at level 3. Roles then alternate by

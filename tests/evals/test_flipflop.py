@@ -410,7 +410,7 @@ def test_cli_original_code_samples_without_a_minimum_length(capsys, data_dir, ti
 
 def test_training_selects_epochs_with_the_protocols_flipflop_rules(tmp_path):
     # `pbt dpo --protocol original-code` selects its best epoch as the original did: flipflop sampled with
-    # no minimum length and scored with the original's rules (docs/method.md §8.7, item 7 of issue 26)
+    # no minimum length and scored with the original's rules (docs/method.md §8.7 item 7)
     from pbt_cli.train.config import TrainConfig
     from pbt_cli.train.evaluation import eval_sampling, flipflop_accuracy
 
