@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,13 +116,14 @@ def barrier() -> None:
 
 
 class FollowerExit(SystemExit):
-    """A rank other than 0 leaving because rank 0 refused the run: rank 0 prints the one line, the
-    others leave silently with the same exit code."""
+    """A rank other than 0 leaving because rank 0 refused the run. Rank 0 prints the one line and exits
+    with the refusal's code, which the launcher reports; the others leave silently and successfully,
+    so the launcher does not kill rank 0 (a failed rank makes it stop the rest) before it has printed."""
 
 
 def follow(refusal: tuple[str, int] | None) -> None:
     if refusal is not None and not is_main_process():
-        raise FollowerExit(refusal[1])
+        raise FollowerExit(0)
 
 
 def peer_failure(exc: BaseException) -> PbtError | None:
@@ -138,5 +140,7 @@ def peer_failure(exc: BaseException) -> PbtError | None:
     if not isinstance(exc, RuntimeError) or not distributed_error:
         return None
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    # gloo starts with its source location in brackets, which a console reads as markup: drop it
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first).replace("[", "(").replace("]", ")")
     return PbtError(f"rank {rank()} of {world_size()}: another process of this launch stopped or died ({first[:160]}); "
                     "the run's last checkpoint is kept: run the same launch command again to resume from it")

@@ -103,6 +103,9 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
             failure = distributed.peer_failure(exc)
             if failure is None:
                 raise
+            # the launch is failing already: the SIGTERM its launcher now sends must not cut the one
+            # line that says why (the handler comes back when the command ends)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             raise failure from None
 
 

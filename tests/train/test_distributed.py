@@ -58,3 +58,33 @@ def test_sft_under_torchrun_stops_every_rank_at_one_step_and_resumes(tmp_path, t
     assert layout(out) == layout(sft_out)
     assert tensors(out / "adapter_model.safetensors").keys() == tensors(sft_out / "adapter_model.safetensors").keys()
     assert not (out / ".pbt-lock").exists()
+
+
+def test_dpo_under_torchrun_evaluates_every_epoch_and_keeps_the_best(tmp_path, tiny_model_dir, dpo_data, sft_run,
+                                                                     dpo_run):
+    """Rank 0 evaluates (with an extractor model on its own device) while the other waits; every rank gets
+    the accuracy, the best checkpoint becomes the adapter, laid out as a one-process run's."""
+    sft_out, _, _ = sft_run
+    out = tmp_path / "dpo-ddp"
+    code, printed = launch.run("dpo", "--model", tiny_model_dir, "--adapter", sft_out, "--data", dpo_data, "--out", out,
+                               "--max-steps", "-1", "--num-train-epochs", "2", "--eval-strategy", "epoch",
+                               "--extractor-model", tiny_model_dir, *TINY_RUN)
+    assert code == 0, printed
+    assert printed.count("done: adapter in") == 1, printed
+    manifest = read_json(out / "manifest.json")
+    assert (manifest["status"], manifest["global_step"], manifest["world_size"]) == ("complete", 4, 2)
+    evaluations = manifest["evaluations"]
+    assert [(e["epoch"], e["step"]) for e in evaluations] == [(1.0, 2), (2.0, 4)]  # 8 pairs / (2 ranks x 2)
+    accuracies = [e["eval_flipflop_accuracy"] for e in evaluations]
+    assert manifest["best_metric"] == max(accuracies)
+    best = manifest["best_checkpoint"]
+    assert best == f"checkpoints/checkpoint-{evaluations[accuracies.index(max(accuracies))]['step']}"
+    final, chosen = tensors(out / "adapter_model.safetensors"), tensors(out / best / "adapter_model.safetensors")
+    assert final.keys() == chosen.keys() and all(final[name].equal(chosen[name]) for name in final)
+
+    one_process, one_code, _ = dpo_run
+    assert one_code == 0
+    assert layout(out) == layout(one_process)
+    assert len(list((out / "checkpoints").glob("checkpoint-*"))) == \
+        len(list((one_process / "checkpoints").glob("checkpoint-*")))
+    assert not (out / ".pbt-lock").exists()
