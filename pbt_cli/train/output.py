@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -179,14 +180,19 @@ _WRAPPER_NAMES = {"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_m
 
 def adapter_key(key: str, adapter_name: str = "default") -> str | None:
     """A key of the sharded model state -> the key PEFT saves for that adapter weight, or None for
-    anything else (the frozen base). `model.base_model.model...q_proj.lora_A.default.weight` (accelerate
-    nests the state under "model") -> `base_model.model...q_proj.lora_A.weight`."""
+    anything else (the frozen base, another adapter). accelerate nests the state under "model" and saves
+    either the whole model (`model.base_model.model...q_proj.lora_A.default.weight`) or, as the Trainer
+    asks, the adapter alone, already without its name (`model.base_model.model...q_proj.lora_A.weight`);
+    both give `base_model.model...q_proj.lora_A.weight`."""
     parts = [part for part in key.split(".") if part not in _WRAPPER_NAMES]
     if parts[:2] == ["model", "base_model"]:
         parts = parts[1:]
     for position in range(len(parts) - 1):
-        if parts[position].startswith("lora_") and parts[position + 1] == adapter_name:
-            return ".".join(parts[:position + 1] + parts[position + 2:])
+        if parts[position].startswith("lora_"):
+            following = parts[position + 1]
+            if following == adapter_name:
+                return ".".join(parts[:position + 1] + parts[position + 2:])
+            return ".".join(parts) if following in ("weight", "bias") else None
     return None
 
 
@@ -210,7 +216,9 @@ def adapter_from_fsdp_checkpoint(checkpoint: Path, *, peft_config: Any = None,
     if not wanted:
         raise PbtError(f"{sharded} holds no LoRA weights of the adapter 'default'; it is not a checkpoint of a "
                        "pbt training run")
-    dcp.load(wanted, storage_reader=reader, no_dist=True)  # this process alone, even inside a launch
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(wanted, storage_reader=reader, no_dist=True)  # this process alone, even inside a launch
     tensors = {adapter_key(key): tensor.contiguous() for key, tensor in wanted.items()}
     with stops.critical():
         if peft_config is not None:
