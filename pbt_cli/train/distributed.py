@@ -108,11 +108,15 @@ def any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def barrier() -> None:
-    if _ready():
-        import torch.distributed as dist
+def ignore_launcher_stop() -> None:
+    """This rank is leaving already (stopped, or a peer died): the SIGTERM the launcher sends once
+    another rank has exited must not cut the line that says why, nor the manifest being marked.
+    pbt's handler is put back when the command ends."""
+    import signal
 
-        dist.barrier()
+    if launched():
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class FollowerExit(SystemExit):

@@ -103,9 +103,7 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
             failure = distributed.peer_failure(exc)
             if failure is None:
                 raise
-            # the launch is failing already: the SIGTERM its launcher now sends must not cut the one
-            # line that says why (the handler comes back when the command ends)
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            distributed.ignore_launcher_stop()
             raise failure from None
 
 
@@ -161,6 +159,7 @@ def _train_in_group(cfg: TrainConfig, trainer_class: Any, config_class: Any,
             trainer.train(resume_from_checkpoint=resume_from or None)
         # the ranks stopped together (StopCallback); each leaves the same way, even one that saw no signal
         if distributed.any_rank(stops.requested() is not None):
+            distributed.ignore_launcher_stop()
             raise stops.StopRequested(stops.requested() or signal.SIGTERM)
         state_dict = final_state_dict(trainer)  # every rank: FSDP gathers the shards onto rank 0
         written = finish(cfg, folder, trainer, tokenizer, manifest, state_dict=state_dict) if main else None

@@ -60,5 +60,11 @@ def training_started(out: Path, log: Path) -> bool:
         and "'loss'" in log.read_text()
 
 
+def children(pid: int) -> list[int]:
+    """The launcher's worker processes (Linux /proc)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
 def error_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith("error:")]

@@ -10,6 +10,7 @@ FSDP shards turned into adapters; the rest runs in benchmarks/gpu_check.sh.
 from __future__ import annotations
 
 import json
+import os
 import signal
 from pathlib import Path
 
@@ -26,14 +27,23 @@ def layout(out: Path) -> set[str]:
     return {p.name for p in out.iterdir() if not p.name.startswith(".pbt-")}
 
 
-def test_sft_under_torchrun_stops_every_rank_at_one_step_and_resumes(tmp_path, tiny_model_dir, sft_data, sft_run):
+@pytest.mark.parametrize("target", ["launcher", "one rank"])
+def test_sft_under_torchrun_stops_every_rank_at_one_step_and_resumes(tmp_path, tiny_model_dir, sft_data, sft_run,
+                                                                     target):
+    """SIGTERM to the launcher (which passes it on to every rank, a step apart or not) or to one rank only:
+    the ranks agree at the step end, save one checkpoint together, and the same command resumes it."""
     out, log = tmp_path / "sft-ddp", tmp_path / "launch.log"
     args = ("sft", "--model", tiny_model_dir, "--data", sft_data, "--out", out, "--max-steps", "8",
             "--save-steps", "100", *TINY_RUN)
     process = launch.start(*args, log=log)
     try:
         launch.wait_for(lambda: launch.training_started(out, log), 300, "the first training step")
-        process.send_signal(signal.SIGTERM)  # to the launcher, which passes it on to both ranks
+        if target == "launcher":
+            process.send_signal(signal.SIGTERM)
+        else:  # rank 1 alone (rank 0 holds the lock): rank 0 sees no signal and must stop with it
+            holder = json.loads((out / ".pbt-lock").read_text())["pid"]
+            (rank1,) = [pid for pid in launch.children(process.pid) if pid != holder]
+            os.kill(rank1, signal.SIGTERM)
         code = process.wait(timeout=120)
     except BaseException:
         process.kill()
