@@ -40,6 +40,9 @@ def check_launch(cfg: TrainConfig) -> None:
     """What a multi-process launch cannot do, refused in one line before anything loads."""
     from pbt_cli.models.quant import fsdp_launch
 
+    if fsdp_launch() and not trains_on_cuda(cfg):
+        raise PbtError("FSDP shards the model over GPUs and this run has none (no CUDA, or --device-map cpu); "
+                       "on CPU launch data-parallel processes with `torchrun --nproc_per_node N -m pbt_cli ...`")
     if fsdp_launch() and cfg.eval_strategy != "no":
         raise PbtError("flipflop evaluation during training needs the whole model in one process, which FSDP "
                        "shards; pass --eval-strategy no --save-strategy epoch, then choose the best epoch with "

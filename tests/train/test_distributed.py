@@ -142,6 +142,7 @@ def test_under_fsdp_the_process_group_exists_before_the_model_loads(capsys, monk
         raise PbtError("stopped where the model would load")
 
     fsdp_environment(monkeypatch, free_port())
+    monkeypatch.setattr(run_module, "check_launch", lambda cfg: None)  # FSDP needs GPUs; the order is the point
     monkeypatch.setattr(run_module, "build_policy", build_policy)
     result = run_cli(capsys, "sft", "--model", tiny_model_dir, "--data", sft_data, "--out", tmp_path / "out",
                      "--max-steps", "2")
@@ -192,7 +193,10 @@ def test_reference_sft_under_fsdp_is_refused_before_anything_loads(capsys, monke
                                                                    dpo_data, sft_run):
     from helpers import run_cli
 
+    from pbt_cli.train import policy
+
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setattr(policy, "trains_on_cuda", lambda cfg: True)
     out = tmp_path / "out"
     result = run_cli(capsys, "dpo", "--model", tiny_model_dir, "--adapter", sft_run[0], "--data", dpo_data,
                      "--out", out, "--reference", "sft", "--eval-strategy", "no")
@@ -200,6 +204,16 @@ def test_reference_sft_under_fsdp_is_refused_before_anything_loads(capsys, monke
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "--reference sft" in line and "--reference base" in line
     assert not out.exists()
+
+
+def test_fsdp_without_a_gpu_is_refused_in_one_line(capsys, monkeypatch, tmp_path, tiny_model_dir, sft_data):
+    """accelerate's own refusal comes after the model loaded, as a traceback; pbt says it first."""
+    from helpers import run_cli
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    result = run_cli(capsys, "sft", "--model", tiny_model_dir, "--data", sft_data, "--out", tmp_path / "out")
+    assert result.exit_code == 2 and "torchrun --nproc_per_node" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_final_fsdp_save_writes_the_state_dict_every_rank_gathered(tmp_path, sft_run):
