@@ -1,9 +1,13 @@
 """Which shard this process runs when a launcher started several copies of one command.
 
-`pbt generate` splits its questions into `--num-shards` shards and runs `--shard-idx`. Under `torchrun`
-(RANK / WORLD_SIZE) or a SLURM job array (SLURM_ARRAY_TASK_ID, counted from SLURM_ARRAY_TASK_MIN, with
-SLURM_ARRAY_TASK_COUNT tasks) the shard comes from the launcher when `--shard-idx` is not given, so
-one command line serves every task. An explicit `--shard-idx` always wins.
+`pbt generate` splits its questions into `--num-shards` shards and runs `--shard-idx`. Without
+`--shard-idx`:
+- under `torchrun` (WORLD_SIZE > 1) the shard is RANK of WORLD_SIZE: several copies of one command
+  can only mean shards;
+- in a SLURM job array the shard is the task's index in the array (SLURM_ARRAY_TASK_ID counted from
+  SLURM_ARRAY_TASK_MIN) when `--num-shards` says the run is sharded; an array task without
+  `--num-shards` runs everything, since arrays also serve other splits (one model per task).
+An explicit `--shard-idx` always wins.
 """
 
 from __future__ import annotations
@@ -27,10 +31,10 @@ def launcher_shard(shard_idx: int | None, num_shards: int | None,
                            "drop --num-shards, or give --shard-idx too")
         return rank, world, "torchrun"
     task = env.get("SLURM_ARRAY_TASK_ID")
-    if task is not None and task.isdigit():
-        index = int(task) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0)
-        count = num_shards or int(env.get("SLURM_ARRAY_TASK_COUNT") or 0)
-        if not count:
-            raise PbtError("a SLURM array task without SLURM_ARRAY_TASK_COUNT: pass --num-shards (the array's size)")
-        return index, count, "slurm-array"
+    if num_shards and num_shards > 1 and task is not None and task.isdigit():
+        tasks = int(env.get("SLURM_ARRAY_TASK_COUNT") or num_shards)
+        if tasks != num_shards:
+            raise PbtError(f"--num-shards {num_shards} differs from the SLURM array's {tasks} tasks; submit "
+                           f"--array=0-{num_shards - 1}, or give --shard-idx")
+        return int(task) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0), num_shards, "slurm-array"
     return 0, num_shards or 1, None

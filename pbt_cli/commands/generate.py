@@ -30,8 +30,8 @@ def generate(
     ] = "embedded:train",
     limit: Annotated[int | None, typer.Option("--limit", help="Use the first N questions after shuffling.")] = None,
     shard_idx: Annotated[int | None, typer.Option(
-        "--shard-idx", help="Which shard of the selection to run (0-based; default: torchrun's RANK or the SLURM "
-        "array task, else 0).")] = None,
+        "--shard-idx", help="Which shard of the selection to run (0-based; default: torchrun's RANK, or the SLURM "
+        "array task when --num-shards is given, else 0).")] = None,
     num_shards: Annotated[int | None, typer.Option(
         "--num-shards", help="Split the selection into this many shards (default: the launch's size, else 1).")
     ] = None,
