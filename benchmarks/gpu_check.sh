@@ -14,6 +14,11 @@
 #   4. benchmarks/gpu_generate.py: the transformers backend, Llama-3.1-8B shape, random weights
 #   5. benchmarks/served_gpu.py: pbt's served backend against `transformers serve` on the GPU with
 #      continuous batching (Llama-1B shape, random weights), and `pbt eval ays` through it
+#   6. training under launchers on the tiny random Llama (docs/method.md §5.6): one-process FSDP
+#      (recipes/accelerate/fsdp_qlora.yaml, world size 1) SFT then DPO, 4-bit QLoRA where bitsandbytes
+#      is installed (bf16 LoRA otherwise), then `pbt select-checkpoint` on the DPO run's FSDP
+#      checkpoints; and where the machine has 2+ GPUs, `torchrun --nproc_per_node 2` SFT and DPO with
+#      per-epoch flipflop. Each run's peak memory per GPU (nvidia-smi) goes into gpu_check.jsonl.
 # Everything printed goes to $OUT/gpu_check.log and each benchmark's JSON line to $OUT/gpu_check.jsonl
 # ($OUT: the device machine's return folder; elsewhere a temporary folder). Exit status: the number of
 # steps that failed.
@@ -77,6 +82,75 @@ EOF
     "$PYTHON" -m pip install --quiet --no-index --no-deps --target /tmp/site $missing
 }
 
+launch_fixtures() {  # the tiny random Llama and SFT/DPO data for the launcher runs, into $1
+    "$PYTHON" - "$1" <<'EOF'
+import sys
+from pathlib import Path
+
+sys.path[:0] = ["tests", "tests/train"]
+from trainkit import make_pairs_folder, preprocess, root_conftest
+
+base = Path(sys.argv[1])
+base.mkdir(parents=True, exist_ok=True)
+tiny = root_conftest().build_tiny_model(base / "tiny")
+pairs = make_pairs_folder(base / "pairs", {"train": 8, "valid": 3, "test": 2})
+for stage in ("sft", "dpo"):
+    preprocess(pairs, tiny, base / f"{stage}-data", stage)
+print("fixtures in", base)
+EOF
+}
+
+peak_memory() {  # peak_memory NAME COMMAND...: run it while nvidia-smi samples every GPU's used memory
+    local name=$1 samples="$WORK/$1.memory" rc sampler=""
+    shift
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=index,memory.used --format=csv,noheader,nounits -lms 500 > "$samples" &
+        sampler=$!
+    fi
+    "$@"
+    rc=$?
+    [[ -n $sampler ]] && { kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null; }
+    "$PYTHON" - "$samples" "$name" "$rc" <<'EOF' | tee -a "$RESULTS"
+import json, pathlib, sys
+peak = {}
+path = pathlib.Path(sys.argv[1])
+for line in path.read_text().splitlines() if path.is_file() else []:
+    parts = [part.strip() for part in line.split(",")]
+    if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+        peak[int(parts[0])] = max(peak.get(int(parts[0]), 0), int(parts[1]))
+print(json.dumps({"benchmark": "launch-memory", "run": sys.argv[2], "exit": int(sys.argv[3]),
+                  "peak_mib_per_gpu": [peak[index] for index in sorted(peak)]}))
+EOF
+    return "$rc"
+}
+
+launcher_runs() {  # step 6, GPU mode only (accelerate sends FSDP only to accelerators)
+    local dir="$WORK/launch" quant=(--dtype bfloat16) gpus
+    local small=(--per-device-train-batch-size 2 --gradient-accumulation-steps 1 --warmup-steps 1 --logging-steps 1
+                 --eval-limit 4 --eval-max-new-tokens 4)
+    step launch-fixtures launch_fixtures "$dir"
+    "$PYTHON" -c "import bitsandbytes" 2>/dev/null && quant+=(--load-in-4bit --bnb-4bit-compute-dtype bfloat16)
+    local fsdp=("$PYTHON" -m accelerate.commands.launch --config_file recipes/accelerate/fsdp_qlora.yaml
+                --num_processes 1 -m pbt_cli)
+    step fsdp-sft peak_memory fsdp-sft "${fsdp[@]}" sft --model "$dir/tiny" --data "$dir/sft-data" \
+        --out "$dir/fsdp-sft" --max-steps 4 "${quant[@]}" "${small[@]}"
+    step fsdp-dpo peak_memory fsdp-dpo "${fsdp[@]}" dpo --model "$dir/tiny" --adapter "$dir/fsdp-sft" \
+        --data "$dir/dpo-data" --out "$dir/fsdp-dpo" --max-steps -1 --num-train-epochs 2 --eval-strategy no \
+        --save-strategy epoch --save-total-limit 10 "${quant[@]}" "${small[@]}"
+    step fsdp-select "$PYTHON" -m pbt_cli select-checkpoint --run "$dir/fsdp-dpo"
+    gpus=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())" 2>/dev/null || echo 0)
+    if (( gpus >= 2 )); then
+        local ddp=("$PYTHON" -m torch.distributed.run --standalone --nproc_per_node 2 -m pbt_cli)
+        step ddp-sft peak_memory ddp-sft "${ddp[@]}" sft --model "$dir/tiny" --data "$dir/sft-data" \
+            --out "$dir/ddp-sft" --max-steps 4 --dtype bfloat16 "${small[@]}"
+        step ddp-dpo peak_memory ddp-dpo "${ddp[@]}" dpo --model "$dir/tiny" --adapter "$dir/ddp-sft" \
+            --data "$dir/dpo-data" --out "$dir/ddp-dpo" --max-steps -1 --num-train-epochs 2 --eval-strategy epoch \
+            --dtype bfloat16 "${small[@]}"
+    else
+        echo "one GPU: the 2-process DDP runs need 2+ GPUs (they run on CPU over gloo in the tests)" | tee -a "$LOG"
+    fi
+}
+
 report() {
     "$PYTHON" - <<'EOF'
 import importlib.metadata as m, platform, sys
@@ -115,6 +189,7 @@ else
     step gpu-tests "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu ${QLORA:+-k "$QLORA"} tests
     step gpu-generate keep_json "$PYTHON" benchmarks/gpu_generate.py
     step served keep_json "$PYTHON" benchmarks/served_gpu.py --workdir "$WORK/served"
+    launcher_runs
 fi
 
 rm -rf "$WORK"

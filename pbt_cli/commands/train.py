@@ -98,6 +98,9 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
         "--resume", help="auto: continue from the last checkpoint in --out; never; or a checkpoint folder.",
         rich_help_panel=o.RUN)], "auto"),
     ("overwrite", o.Overwrite, False),
+    ("ddp_timeout", Annotated[int, typer.Option(
+        "--ddp-timeout", help="Under torchrun/accelerate launch: seconds a process waits for the others (e.g. for "
+        "rank 0's flipflop evaluation) before the launch fails.", rich_help_panel=o.RUN)], 3 * 3600),
     ("seed", o.Seed, 42),
     ("protocol", o.Protocol, "paper"),
     ("chat_template", o.ChatTemplate, None),
@@ -130,7 +133,7 @@ def train_config(stage: str, params: dict[str, Any]) -> Any:
         extractor=o.model_spec_from(values, "extractor_model"), eval_max_new_tokens=values["eval_max_new_tokens"],
         report_to=values["report_to"], run_name=values["run_name"], project=values["project"],
         tags=tuple(values["tags"] or ()), base_model_name=values["base_model_name"], resume=values["resume"],
-        overwrite=values["overwrite"], protocol=values["protocol"],
+        overwrite=values["overwrite"], protocol=values["protocol"], ddp_timeout=values["ddp_timeout"],
     )
 
 
@@ -150,6 +153,10 @@ def _make_command(stage: str) -> Any:
         else:
             from pbt_cli.train.dpo import run_dpo as run
         manifest = run(cfg)
+        from pbt_cli.train.distributed import is_main_process
+
+        if not is_main_process():  # under a launcher, rank 0 reports for every rank
+            return
         best = manifest.get("best_checkpoint")
         status = "up to date, reused" if manifest.get("reused") else "done"
         console.stderr.print(

@@ -58,6 +58,7 @@ class TrainConfig:
     resume: str = "auto"
     overwrite: bool = False
     protocol: str = "paper"  # original-code: select epochs with the original's flipflop scoring (§8.7)
+    ddp_timeout: int = 3 * 3600  # seconds a rank waits in a collective (rank 0's flipflop evaluation included)
 
     def __post_init__(self) -> None:
         if self.stage not in ("sft", "dpo"):
@@ -75,6 +76,7 @@ class TrainConfig:
             require_at_least(f"--{name.replace('_', '-')}", getattr(self, name))
         require_at_least("--eval-limit", self.eval_limit)
         require_at_least("--save-total-limit", self.save_total_limit)
+        require_at_least("--ddp-timeout", self.ddp_timeout)
         if self.max_steps < 1 and self.num_train_epochs <= 0:
             raise PbtError("set --max-steps or a positive --num-train-epochs")
         if self.model.load.dynamic_int8:
@@ -85,5 +87,5 @@ class TrainConfig:
     def settings(self) -> dict[str, Any]:
         """What a resumed run must share with the interrupted one."""
         ignore = {"resume", "overwrite", "report_to", "logging_steps", "eval_batch_size", "save_total_limit",
-                  "run_name", "project", "tags", "base_model_name"}
+                  "run_name", "project", "tags", "base_model_name", "ddp_timeout"}
         return {k: v for k, v in to_plain(self).items() if k not in ignore}

@@ -13,6 +13,7 @@ import copy
 from typing import Any
 
 from pbt_cli import stops
+from pbt_cli.train import distributed
 from pbt_cli.train.config import TrainConfig
 
 # Which flipflop labels a run selects on, by its data's mix (docs/method.md §5.4).
@@ -72,18 +73,57 @@ def make_callbacks(cfg: TrainConfig) -> list[Any]:
             return control
 
     class StopCallback(TrainerCallback):
-        """SIGTERM or Ctrl-C during training: finish the step, save a checkpoint, stop."""
+        """SIGTERM or Ctrl-C during training: finish the step, save a checkpoint, stop. Under a launcher
+        the ranks agree first (a signal may reach them a step apart, or only one of them), so every
+        rank stops after the same step and their collectives stay matched."""
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            if stops.requested() is not None:
+            if distributed.any_rank(stops.requested() is not None):
                 control.should_save = True
                 control.should_training_stop = True
             return control
 
+    class FsdpCheckpointCallback(TrainerCallback):
+        """FSDP saves a checkpoint as one shard per rank (pytorch_model_fsdp_0/): rank 0 adds the adapter
+        files read back from them, so `pbt select-checkpoint` and `--resume` of a later stage can load it."""
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            from pathlib import Path
+
+            from pbt_cli.train.output import adapter_from_fsdp_checkpoint, checkpoints_folder
+
+            if distributed.is_main_process():
+                checkpoint = checkpoints_folder(cfg.out) / f"checkpoint-{state.global_step}"
+                adapter_from_fsdp_checkpoint(Path(checkpoint), peft_config=_peft_config(kwargs.get("model")))
+            return control
+
+    from pbt_cli.models.quant import fsdp_launch
+
     callbacks: list[Any] = [StopCallback()]
+    if fsdp_launch():
+        callbacks.append(FsdpCheckpointCallback())
     if cfg.eval_strategy != "no":
         callbacks.append(FlipflopCallback())
     return callbacks
+
+
+def _peft_config(model: Any) -> Any:
+    """The trained adapter's LoraConfig, through whatever wraps the model (DDP, FSDP)."""
+    while model is not None and not hasattr(model, "peft_config"):
+        model = getattr(model, "module", None)
+    return model.peft_config["default"] if model is not None else None
+
+
+def extractor_on_device(spec: Any, device: Any, num_processes: int) -> Any:
+    """Under a launcher the extractor goes onto the evaluating rank's own device: `--device-map auto`
+    would spread it over every GPU, the ones the other ranks train on included. ("cuda" is the rank's
+    current GPU, which the process group set.)"""
+    import dataclasses
+
+    if num_processes <= 1 or spec.load.device_map != "auto":
+        return spec
+    target = "cuda" if getattr(device, "type", str(device)).startswith("cuda") else "cpu"
+    return dataclasses.replace(spec, load=dataclasses.replace(spec.load, device_map=target))
 
 
 def with_flipflop(trainer_class: Any) -> Any:
@@ -123,7 +163,8 @@ def with_flipflop(trainer_class: Any) -> Any:
             policy = TransformersGenerator(cfg.model, model=model, tokenizer=tokenizer,
                                            batch_size=cfg.eval_batch_size)
             if self.pbt_extractor is None and cfg.extractor is not None:
-                self.pbt_extractor = TransformersGenerator(cfg.extractor, batch_size=cfg.eval_batch_size)
+                spec = extractor_on_device(cfg.extractor, self.args.device, self.accelerator.num_processes)
+                self.pbt_extractor = TransformersGenerator(spec, batch_size=cfg.eval_batch_size)
             elif self.pbt_extractor is None:  # no second model in memory: the base, adapter switched off
                 self.pbt_extractor = AdapterOffGenerator(
                     TransformersGenerator(cfg.model, model=model, tokenizer=tokenizer, batch_size=cfg.eval_batch_size))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -120,16 +121,26 @@ def adapter_base_name(spec: ModelSpec, recorded: str | None = None) -> tuple[str
     return spec.name, spec.revision
 
 
+def final_state_dict(trainer: Any) -> dict[str, Any] | None:
+    """Under FSDP, the full state dict gathered from every rank's shards onto rank 0's CPU (every rank
+    must call this: it is a collective); None otherwise (the model in memory is whole)."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return trainer.accelerator.get_state_dict(trainer.model)
+    return None
+
+
 def finish(cfg: TrainConfig, folder: OutputFolder, trainer: Any, tokenizer: Any,
-           manifest: dict[str, Any]) -> dict[str, Any]:
-    """Put the best (or last) adapter, the tokenizer, the log, the card and a complete manifest into --out."""
+           manifest: dict[str, Any], *, state_dict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Put the best (or last) adapter, the tokenizer, the log, the card and a complete manifest into --out
+    (rank 0 only; `state_dict` is the gathered one under FSDP, see `final_state_dict`)."""
     from pbt_cli.cards import write_model_card
 
     state = trainer.state
     best = state.best_model_checkpoint
     out = cfg.out
     with stops.critical():
-        trainer.model.save_pretrained(str(out), selected_adapters=["default"])
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        model.save_pretrained(str(out), selected_adapters=["default"], state_dict=state_dict)
         if best:
             install_adapter(Path(best), out)
         base, revision = adapter_base_name(cfg.model, cfg.base_model_name)
@@ -159,3 +170,61 @@ def record_base(out: Path, base: str, revision: str | None) -> None:
     config["base_model_name_or_path"] = base
     config["revision"] = revision
     adapter_config.write_text(json.dumps(config, indent=2) + "\n")
+
+
+# --- FSDP checkpoints -> adapters --------------------------------------------------------------------
+
+FSDP_MODEL_FOLDER = "pytorch_model_fsdp_0"  # accelerate's sharded model state in a checkpoint (torch DCP format)
+_WRAPPER_NAMES = {"_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_orig_mod"}
+
+
+def adapter_key(key: str, adapter_name: str = "default") -> str | None:
+    """A key of the sharded model state -> the key PEFT saves for that adapter weight, or None for
+    anything else (the frozen base, another adapter). accelerate nests the state under "model" and saves
+    either the whole model (`model.base_model.model...q_proj.lora_A.default.weight`) or, as the Trainer
+    asks, the adapter alone, already without its name (`model.base_model.model...q_proj.lora_A.weight`);
+    both give `base_model.model...q_proj.lora_A.weight`."""
+    parts = [part for part in key.split(".") if part not in _WRAPPER_NAMES]
+    if parts[:2] == ["model", "base_model"]:
+        parts = parts[1:]
+    for position in range(len(parts) - 1):
+        if parts[position].startswith("lora_"):
+            following = parts[position + 1]
+            if following == adapter_name:
+                return ".".join(parts[:position + 1] + parts[position + 2:])
+            return ".".join(parts) if following in ("weight", "bias") else None
+    return None
+
+
+def adapter_from_fsdp_checkpoint(checkpoint: Path, *, peft_config: Any = None,
+                                 adapter_config: Path | None = None) -> bool:
+    """Give an FSDP checkpoint (only `pytorch_model_fsdp_0/`) the adapter files PEFT loads, read back from
+    its shards: only the adapter's tensors are read, never the base's. The adapter's config comes from
+    `peft_config` (training) or the file `adapter_config` (a finished run's own). Returns whether it wrote."""
+    sharded = checkpoint / FSDP_MODEL_FOLDER
+    if (checkpoint / "adapter_model.safetensors").is_file() or not sharded.is_dir():
+        return False
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    reader = dcp.FileSystemReader(str(sharded))
+    wanted = {key: torch.empty(item.size, dtype=item.properties.dtype)
+              for key, item in reader.read_metadata().state_dict_metadata.items()
+              if isinstance(item, TensorStorageMetadata) and adapter_key(key) is not None}
+    if not wanted:
+        raise PbtError(f"{sharded} holds no LoRA weights of the adapter 'default'; it is not a checkpoint of a "
+                       "pbt training run")
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(wanted, storage_reader=reader, no_dist=True)  # this process alone, even inside a launch
+    tensors = {adapter_key(key): tensor.contiguous() for key, tensor in wanted.items()}
+    with stops.critical():
+        if peft_config is not None:
+            peft_config.save_pretrained(str(checkpoint))
+        elif adapter_config is not None and adapter_config.is_file():
+            shutil.copy2(adapter_config, checkpoint / "adapter_config.json")
+        save_file(tensors, str(checkpoint / "adapter_model.safetensors"), metadata={"format": "pt"})
+    log.info("%s: adapter written from the FSDP shards (%d tensors)", checkpoint, len(tensors))
+    return True

@@ -13,19 +13,45 @@ from pbt_cli.models.lora import adapted_modules, lora_config
 from pbt_cli.train.config import BEST_METRIC, TrainConfig
 
 
-def training_device_map() -> Any:
-    """Each process of a multi-GPU launch takes its own GPU; one process uses every visible GPU or the CPU."""
+def trains_on_cuda(cfg: TrainConfig) -> bool:
+    """Whether this run trains on GPUs: there are some and `--device-map cpu` did not ask for the CPU."""
     import torch
 
-    from pbt_cli.models.quant import fsdp_launch
+    return torch.cuda.is_available() and cfg.model.load.device_map != "cpu"
 
-    if not torch.cuda.is_available():
+
+def training_device_map(cfg: TrainConfig) -> Any:
+    """Each process of a multi-GPU launch takes its own GPU; one process uses every visible GPU or the CPU."""
+    from pbt_cli.models.quant import fsdp_launch
+    from pbt_cli.train.distributed import local_rank, world_size
+
+    if not trains_on_cuda(cfg):
         return "cpu"
     if fsdp_launch():
-        return None  # FSDP places and shards the weights itself
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        # FSDP places and shards the weights itself; quantized weights load whole on every rank
+        # (transformers cannot defer them to rank 0), each onto its own GPU, not GPU 0
+        return {"": local_rank()} if cfg.model.load.quantization.enabled else None
+    if world_size() > 1:
+        return {"": local_rank()}
     return "auto"
+
+
+def check_launch(cfg: TrainConfig) -> None:
+    """What a multi-process launch cannot do, refused in one line before anything loads."""
+    from pbt_cli.models.quant import fsdp_launch
+
+    if fsdp_launch() and not trains_on_cuda(cfg):
+        raise PbtError("FSDP shards the model over GPUs and this run has none (no CUDA, or --device-map cpu); "
+                       "on CPU launch data-parallel processes with `torchrun --nproc_per_node N -m pbt_cli ...`")
+    if fsdp_launch() and cfg.eval_strategy != "no":
+        raise PbtError("flipflop evaluation during training needs the whole model in one process, which FSDP "
+                       "shards; pass --eval-strategy no --save-strategy epoch, then choose the best epoch with "
+                       "`pbt select-checkpoint`")
+    if fsdp_launch() and cfg.stage == "dpo" and cfg.reference == "sft" and cfg.model.adapter:
+        # the frozen float32 "ref" copy would share FSDP wrap units with bfloat16 weights, which FSDP
+        # flattens only in one dtype
+        raise PbtError("--reference sft keeps a frozen copy of the SFT adapter that FSDP cannot shard with the "
+                       "policy; under FSDP use --reference base (the paper's reference), or train with DDP")
 
 
 def build_policy(cfg: TrainConfig) -> tuple[Any, Any]:
@@ -39,15 +65,12 @@ def build_policy(cfg: TrainConfig) -> tuple[Any, Any]:
     from pbt_cli.models.quant import fsdp_launch
     from pbt_cli.models.resolve import resolve
 
-    if fsdp_launch() and cfg.eval_strategy != "no":
-        raise PbtError("flipflop evaluation during training needs the whole model in one process, which FSDP "
-                       "shards; pass --eval-strategy no --save-strategy epoch, then choose the best epoch with "
-                       "`pbt select-checkpoint`")
+    check_launch(cfg)
     base_spec = dataclasses.replace(cfg.model, adapter=None)
     resolved = resolve(cfg.model)
     tokenizer = load_tokenizer(resolved, padding_side="right")
     model = load_model(dataclasses.replace(resolved, adapter=None), training=True,
-                       device_map_override=training_device_map())
+                       device_map_override=training_device_map(cfg))
     if cfg.model.load.quantization.enabled and not fsdp_launch():  # FSDP needs the weights in one dtype
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -87,7 +110,7 @@ def trl_arguments(cfg: TrainConfig, config_class: Any, **stage_specific: Any) ->
     from pbt_cli.models.loading import torch_dtype
     from pbt_cli.train.output import checkpoints_folder, tracking_folder
 
-    cuda = torch.cuda.is_available() and cfg.model.load.device_map != "cpu"
+    cuda = trains_on_cuda(cfg)
     dtype = torch_dtype(cfg.model.load, training=True)
     optim = cfg.optim
     if optim == "auto":
@@ -110,6 +133,8 @@ def trl_arguments(cfg: TrainConfig, config_class: Any, **stage_specific: Any) ->
         report_to=[] if cfg.report_to == "none" else [cfg.report_to], max_length=cfg.max_length,
         bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16, use_cpu=not cuda,
         remove_unused_columns=True, dataloader_num_workers=0,
+        # LoRA leaves the base frozen: DDP need not search the graph for unused parameters every step
+        ddp_find_unused_parameters=False, ddp_timeout=cfg.ddp_timeout,
         disable_tqdm=not sys.stderr.isatty(),  # progress bars only on a terminal, as everywhere in pbt
     )
     if cfg.run_name:

@@ -4,6 +4,8 @@ the best checkpoint of a run that could not evaluate while training."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,18 +18,21 @@ from pbt_cli.errors import PbtError
 from pbt_cli.models.lora import adapted_modules
 from pbt_cli.outputs import claim_output
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
+from pbt_cli.train import distributed
 from pbt_cli.train.config import BEST_METRIC, TrainConfig
 from pbt_cli.train.evaluation import evaluate_checkpoints, make_callbacks, selection_rows, with_flipflop
 from pbt_cli.train.output import (
     ALREADY_DONE,
     TRAIN_OUTPUTS,
+    adapter_from_fsdp_checkpoint,
     checkpoints,
     claim,
     data_hash,
+    final_state_dict,
     finish,
     install_adapter,
 )
-from pbt_cli.train.policy import build_policy, require_tracker, trl_arguments
+from pbt_cli.train.policy import build_policy, check_launch, require_tracker, trains_on_cuda, trl_arguments
 
 
 def load_training_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any]]:
@@ -83,22 +88,60 @@ def check_adapter_input(cfg: TrainConfig) -> None:
 
 def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
                  stage_arguments: dict[str, Any] | None = None) -> dict[str, Any]:
-    from transformers import set_seed
-
+    """Train one run; under a launcher every rank calls this (train/distributed.py says who does what)
+    and every rank returns the manifest rank 0 wrote."""
     from pbt_cli.pipeline.preprocess import check_data_files
 
     check_data_files(cfg.data)  # before the folder is claimed: a wrong --data is the likelier mistake
     check_adapter_input(cfg)
     require_tracker(cfg.report_to)
-    folder, resume_from = claim(cfg)
+    check_launch(cfg)
+    with distributed.process_group(cuda=trains_on_cuda(cfg), timeout_s=cfg.ddp_timeout):
+        try:
+            return _train_in_group(cfg, trainer_class, config_class, stage_arguments or {})
+        except RuntimeError as exc:
+            failure = distributed.peer_failure(exc)
+            if failure is None:
+                raise
+            distributed.ignore_launcher_stop()
+            raise failure from None
+
+
+def claim_on_main(cfg: TrainConfig) -> tuple[Any, str | bool, dict[str, Any] | None]:
+    """Rank 0 claims and locks --out (and with --overwrite clears it) while the other ranks wait; every
+    rank gets rank 0's resume point, the finished run's manifest when there is nothing to do, or leaves
+    with rank 0's refusal. Returns (the folder, or a no-op context on ranks > 0; resume point; manifest)."""
+    if not distributed.is_main_process():
+        answer = distributed.from_main(None)
+        distributed.follow(answer.get("refusal"))
+        return contextlib.nullcontext(), answer["resume_from"], answer.get("done")
+    try:
+        folder, resume_from = claim(cfg)
+    except PbtError as exc:
+        distributed.from_main({"refusal": (str(exc), exc.exit_code)})
+        raise
+    except BaseException:
+        distributed.from_main({"refusal": ("rank 0 could not claim --out", 1)})
+        raise
+    done = {**(read_manifest(cfg.out) or {}), "reused": True} if resume_from == ALREADY_DONE else None
+    distributed.from_main({"resume_from": resume_from, "done": done})
+    return folder, resume_from, done
+
+
+def _train_in_group(cfg: TrainConfig, trainer_class: Any, config_class: Any,
+                    stage_arguments: dict[str, Any]) -> dict[str, Any]:
+    from transformers import set_seed
+
+    main = distributed.is_main_process()
+    folder, resume_from, done = claim_on_main(cfg)
     with folder:
-        if resume_from == ALREADY_DONE:
+        if done is not None:
             log.info("%s already holds this finished run; nothing to do (--overwrite trains again)", cfg.out)
-            return {**(read_manifest(cfg.out) or {}), "reused": True}
+            return done
         set_seed(cfg.seed)
         model, tokenizer = build_policy(cfg)
         train, eval_dataset, rows, data_manifest = load_training_data(cfg, tokenizer)
-        args = trl_arguments(cfg, config_class, **(stage_arguments or {}))
+        args = trl_arguments(cfg, config_class, **stage_arguments)
         trainer = with_flipflop(trainer_class)(model=model, args=args, train_dataset=train,
                                                eval_dataset=eval_dataset, processing_class=tokenizer,
                                                callbacks=make_callbacks(cfg))
@@ -108,14 +151,19 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
                         data_tokenizer=data_manifest.get("tokenizer"), data_mix=data_manifest.get("mix"),
                         selection={"rows": len(rows), "labels": sorted({r.get("label") for r in rows})},
                         config_hash=stable_hash(cfg.settings()), adapted_modules=dict(adapted_modules(model)))
-        if trainer.is_world_process_zero():
+        if distributed.world_size() > 1:
+            manifest["world_size"] = distributed.world_size()
+        if main:
             folder.write_manifest(manifest)
         with stops.deferred():  # a stop ends the current step, saves a checkpoint, and returns (make_callbacks)
             trainer.train(resume_from_checkpoint=resume_from or None)
-        stops.check()  # stopped: the checkpoint is saved; the manifest says interrupted; rerun resumes
-        if trainer.is_world_process_zero():
-            return finish(cfg, folder, trainer, tokenizer, manifest)
-        return manifest
+        # the ranks stopped together (StopCallback); each leaves the same way, even one that saw no signal
+        if distributed.any_rank(stops.requested() is not None):
+            distributed.ignore_launcher_stop()
+            raise stops.StopRequested(stops.requested() or signal.SIGTERM)
+        state_dict = final_state_dict(trainer)  # every rank: FSDP gathers the shards onto rank 0
+        written = finish(cfg, folder, trainer, tokenizer, manifest, state_dict=state_dict) if main else None
+        return distributed.from_main(written)
 
 
 # --- pbt select-checkpoint -------------------------------------------------------------------------
@@ -164,6 +212,8 @@ def select_checkpoint(cfg: SelectConfig, progress: ProgressSink = NULL_PROGRESS)
     if not rows:
         raise PbtError(f"--data {data} has no valid pairs of the run's kinds to select on")
     with claim_output(cfg.run, manifest["stage"], outputs=manifest.get("outputs") or TRAIN_OUTPUTS) as folder:
+        for checkpoint in found:  # an FSDP run's checkpoints hold shards; its adapter config is the run's own
+            adapter_from_fsdp_checkpoint(checkpoint, adapter_config=cfg.run / "adapter_config.json")
         progress.start("checkpoints", "evaluating checkpoints", total=len(found))
         results = evaluate_checkpoints(train_cfg, found, rows, progress)
         key = f"eval_{BEST_METRIC}"

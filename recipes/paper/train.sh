@@ -9,8 +9,9 @@
 #   bash recipes/paper/train.sh                     # one GPU, every run in turn
 #   MODELS=mistral-7b-instruct-v0.2 SEEDS=42 MIXES=balanced bash recipes/paper/train.sh   # a subset
 #
-# Multi-GPU: the same commands under `accelerate launch --config_file recipes/accelerate/ddp.yaml
-# -m pbt_cli ...` (see README, "Multi-GPU training").
+# Multi-GPU: the same commands under `torchrun --nproc_per_node N -m pbt_cli ...` or `accelerate launch
+# --config_file recipes/accelerate/ddp.yaml -m pbt_cli ...` (README, "Multi-GPU training"); per-device
+# batch x accumulation x N is then the global batch.
 set -euo pipefail
 DATA=${DATA:-data}
 MODELS=${MODELS:-llama-3.1-8b-instruct mistral-7b-instruct-v0.2}

@@ -3,7 +3,9 @@
 # DPO for 2 epochs. FSDP cannot generate inside training, so every epoch is saved and
 # `pbt select-checkpoint` afterwards scores each epoch with the same flipflop code (1000 valid
 # pairs, the EXTRACTOR reading) and installs the best as the run's adapter, as the 8B runs do
-# inside training.
+# inside training. Each checkpoint is saved as FSDP shards and gets its adapter files read back from
+# them; the final adapter is gathered from every rank (docs/method.md §5.6). DPO keeps --reference base
+# (the paper's): --reference sft is refused under FSDP.
 #
 #   bash recipes/paper/train_70b.sh
 set -euo pipefail
