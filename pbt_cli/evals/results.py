@@ -89,7 +89,25 @@ def eval_settings(config: Any) -> dict[str, Any]:
     from pbt_cli.data.prompts import prompts_hash
 
     settings = {k: v for k, v in to_plain(config).items() if k not in _NOT_SETTINGS}
-    return {**settings, "prompts": prompts_hash(), "chunk_size": CHUNK_SIZE}
+    return {**settings, "prompts": prompts_hash(), "chunk_size": CHUNK_SIZE, **input_fingerprints(config)}
+
+
+def input_fingerprints(config: Any) -> dict[str, Any]:
+    """Content fingerprints of the models (weights, adapter, chat template) and of the local data files an
+    evaluation reads (pbt_cli/fingerprints.py): a changed input makes earlier results stale, not reusable."""
+    import dataclasses
+
+    from pbt_cli.fingerprints import fingerprints, specs_fingerprints
+    from pbt_cli.models.spec import ModelSpec
+
+    data = {}
+    for item in dataclasses.fields(config):
+        value = getattr(config, item.name)
+        if item.name in _NOT_SETTINGS or isinstance(value, ModelSpec) or not isinstance(value, (str, Path)):
+            continue
+        if value and Path(value).expanduser().exists():
+            data[item.name] = fingerprints([value])[str(value)]
+    return {"model_fingerprints": specs_fingerprints(config), "data_fingerprints": data}
 
 
 def model_paths(*specs: Any) -> list[str]:

@@ -744,3 +744,19 @@ def test_report_to_wandb_without_wandb_names_the_install(capsys, tmp_path, tiny_
     assert result.exit_code == 2
     [line] = error_lines(result.stderr)
     assert "pip install wandb" in line
+
+
+def test_a_finished_run_is_not_reused_when_its_model_changed(capsys, tmp_path, tiny_model_dir, sft_data):
+    """Options alone do not make a run current: the base folder's (or adapter's) content is in the reuse key."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    out = tmp_path / "run"
+    args = sft_args(base, sft_data, out, "--max-steps", "1")
+    assert run_cli(capsys, *args).exit_code == 0
+    assert read_json(out / "manifest.json")["settings"]["model_fingerprints"]["model"]["model"].startswith("sha256:")
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "rope_theta": 1234.0}))  # another model, same path
+    changed = run_cli(capsys, *args)
+    assert changed.exit_code == 2
+    [line] = error_lines(changed.stderr)
+    assert "model_fingerprints" in line and "--overwrite" in line
