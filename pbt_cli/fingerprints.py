@@ -158,7 +158,7 @@ def specs_fingerprints(config: Any) -> dict[str, Any]:
     from pbt_cli.models.spec import ModelSpec
 
     found: dict[str, Any] = {}
-    for item in dataclasses.fields(config):
+    for item in dataclasses.fields(config) if dataclasses.is_dataclass(config) else ():
         value = getattr(config, item.name)
         if isinstance(value, ModelSpec):
             found[item.name] = spec_fingerprint(value)
