@@ -72,11 +72,25 @@ def metric(values: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
     values = [float(v) for v in values]
     if not values:
         return {"value": None, "ci95": [None, None], "n": 0}
+    mean = sum(values) / len(values)
     if _binary(values):
         low, high = wilson_interval(int(sum(values)), len(values))
     else:
-        low, high = bootstrap_interval(values, seed=seed)
-    return {"value": sum(values) / len(values), "ci95": [low, high], "n": len(values)}
+        low, high = _never_a_point(mean, bootstrap_interval(values, seed=seed), values, (0.0, 1.0))
+    return {"value": mean, "ci95": [low, high], "n": len(values)}
+
+
+def _never_a_point(mean: float, interval: tuple[float, float], values: Sequence[float],
+                   bounds: tuple[float, float]) -> tuple[float, float]:
+    """A bootstrap of n equal values is a point; for a score in [0, 1] (a team's half-right answers) or a
+    difference of two such scores, the share of items that could differ is at most Wilson's bound for 0
+    of n, so the mean can move by that much. Values outside those bounds keep the bootstrap's interval."""
+    low, high = interval
+    if low != high or not math.isfinite(bounds[1] - bounds[0]) or not all(bounds[0] <= v <= bounds[1]
+                                                                            for v in values):
+        return interval
+    reach = wilson_interval(0, len(values))[1] * (bounds[1] - bounds[0]) / (2 if bounds[0] < 0 else 1)
+    return (max(bounds[0], mean - reach), min(bounds[1], mean + reach))
 
 
 def newcombe_paired_interval(first: Sequence[float], second: Sequence[float],
@@ -111,7 +125,9 @@ def paired_difference(first: Sequence[float], second: Sequence[float], *, seed: 
     if _binary(first) and _binary(second):
         low, high = newcombe_paired_interval(first, second)
     else:
-        low, high = bootstrap_interval(differences, seed=seed)
+        mean = sum(differences) / len(differences)
+        bounds = (-1.0, 1.0) if all(0 <= v <= 1 for v in first + second) else (-math.inf, math.inf)
+        low, high = _never_a_point(mean, bootstrap_interval(differences, seed=seed), differences, bounds)
     return {"value": sum(differences) / len(differences), "ci95": [low, high], "n": len(differences)}
 
 

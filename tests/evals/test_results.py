@@ -51,7 +51,14 @@ def test_interval_narrows_as_n_grows():
 
 def test_all_equal_values_give_a_zero_width_bootstrap_interval():
     assert bootstrap_interval([0.25] * 17) == (0.25, 0.25)
-    assert metric([0.25] * 17) == {"value": 0.25, "ci95": [0.25, 0.25], "n": 17}  # a mean, not a proportion
+    assert metric([2.5] * 17) == {"value": 2.5, "ci95": [2.5, 2.5], "n": 17}  # turns: a mean, unbounded
+
+
+def test_equal_scores_in_0_1_keep_an_interval_as_wide_as_n_items_allow():
+    """Team accuracy (0, 0.5 or 1 per question) all 0 read [0, 0] and its order gap [0, 0]."""
+    assert metric([0.0, 0.0, 0.0] * 8) == {"value": 0.0, "ci95": [0.0, pytest.approx(0.1380, abs=1e-4)], "n": 24}
+    gap = paired_difference([0.5] * 16, [0.5] * 16)
+    assert gap["ci95"] == pytest.approx([-0.1936, 0.1936], abs=1e-4)
 
 
 def test_a_proportion_gets_a_wilson_interval_that_never_collapses_at_0_or_1():
