@@ -305,8 +305,9 @@ def report(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
     format: Annotated[Literal["table", "csv", "json", "markdown"], typer.Option(
-        "--format", help="table: one table per model (fits 80 columns); csv, json, markdown: the tidy rows "
-        "(model, base, eval, metric, value, ci_low, ci_high, n, extractor, seed) on stdout.")] = "table",
+        "--format", help="table: one table per model, trained vs base, and over training seeds (fits 80 "
+        "columns); csv, json, markdown: the tidy rows (model, base, eval, metric, higher_is_better, value, ci_low, "
+        "ci_high, n, extractor, seed, eval_seed) on stdout.")] = "table",
     out: Annotated[Path | None, typer.Option(
         "--out", help="Where report.csv/.md/.json and the plots go (default: FOLDER/report).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write report_*.png plots.")] = True,
@@ -319,7 +320,9 @@ def report(
     dry_run: o.DryRun = False,
 ) -> None:
     from pbt_cli.evals.report import (
+        COMPARISON_COLUMNS,
         REPORT_OUTPUTS,
+        SEED_COLUMNS,
         as_csv,
         as_json,
         as_markdown,
@@ -345,7 +348,9 @@ def report(
     with claim_output(target, "eval report", outputs=REPORT_OUTPUTS, overwrite=True) as claimed:
         claimed.remove_owned()
         for name, text in (("report.csv", as_csv(result.rows)), ("report.md", as_markdown(result.rows)),
-                           ("report.json", as_json(result.rows))):
+                           ("report.json", as_json(result.rows)),
+                           ("report_vs_base.csv", as_csv(result.comparisons, COMPARISON_COLUMNS)),
+                           ("report_over_seeds.csv", as_csv(result.over_seeds, SEED_COLUMNS))):
             (target / name).write_text(text, encoding="utf-8")
         written = plot(result, target) if plots else []
         from pbt_cli.artifacts import base_manifest
@@ -358,11 +363,13 @@ def report(
     else:
         readers = ", ".join(result.extractors) or "none"
         console.stdout.print(f"results under {folder} (answers read by: {readers})", highlight=False, markup=False)
+        console.stdout.print("↑ higher is better, ↓ lower is better, · neither", highlight=False, markup=False)
         for table in tables(result, str(folder)):
             console.stdout.print(table, soft_wrap=False)  # a table and its title fit the width
     for skipped in result.skipped:
         console.stderr.print(f"[yellow]note[/]: {skipped} is not finished; rerun its command to include it",
                              highlight=False)
-    console.stderr.print(f"tables: {target}/report.csv, report.md, report.json", highlight=False)
+    console.stderr.print(f"tables: {target}/report.csv, report.md, report.json, report_vs_base.csv, "
+                         "report_over_seeds.csv", highlight=False)
     for path in written:
         console.stderr.print(f"plot: {path}", highlight=False)
