@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,54 @@ def specs_fingerprints(config: Any) -> dict[str, Any]:
         if isinstance(value, ModelSpec):
             found[item.name] = spec_fingerprint(value)
     return found
+
+
+# --- where a base model's weights came from (recorded in manifests and cards) ----------------------------
+
+_GGUF_QUANT = re.compile(r"[.-](I?Q\d[\w]*|F16|BF16|F32)\.gguf$", re.IGNORECASE)
+
+
+def base_weights(spec: Any) -> dict[str, Any]:
+    """How the weights a run starts from were obtained: a GGUF file dequantised (the demo model, a .gguf
+    path: their quantisation is lost precision the hub's weights do not have), a local folder, or a hub
+    model at a revision; and the quantisation it is loaded with (--load-in-4bit/8bit)."""
+    from pbt_cli.models import registry
+    from pbt_cli.models.resolve import (
+        DEMO_GGUF_FILE,
+        DEMO_GGUF_PACKAGE,
+        demo_model_cache_folder,
+        find_demo_gguf,
+    )
+
+    name = str(spec.name)
+    loaded = getattr(spec.load, "weights_label", None)
+    found: dict[str, Any] = {"loaded_as": loaded}
+    if name.endswith(".gguf"):
+        quant = _GGUF_QUANT.search(name)
+        return {**found, "source": "gguf", "file": Path(name).name, "dequantized": True,
+                "gguf_quantization": quant.group(1).upper() if quant else None}
+    entry = registry.lookup(name) if registry.is_short_name_shape(name) else None
+    converted = entry is not None and entry.name == registry.DEMO_MODEL and (
+        (demo_model_cache_folder() / "config.json").is_file() or find_demo_gguf() is not None)
+    if converted and entry is not None:
+        quant = _GGUF_QUANT.search(DEMO_GGUF_FILE)
+        return {**found, "source": "gguf", "file": DEMO_GGUF_FILE, "package": DEMO_GGUF_PACKAGE.replace("_", "-"),
+                "dequantized": True, "gguf_quantization": quant.group(1).upper() if quant else None,
+                "hub_id": entry.hub_id}
+    if Path(name).expanduser().exists():
+        return {**found, "source": "local folder", "path_name": Path(name).name}
+    return {**found, "source": "hub", "hub_id": entry.hub_id if entry else name, "revision": spec.revision}
+
+
+def describe_base_weights(info: dict[str, Any] | None) -> str:
+    """One line for a card: 'dequantised from the Q4_1 GGUF file X (package y); trained in float32'."""
+    if not info:
+        return "not recorded"
+    loaded = {None: "not recorded", "none": "unquantised"}.get(info.get("loaded_as"), info.get("loaded_as"))
+    if info.get("source") == "gguf":
+        where = f" (package `{info['package']}`)" if info.get("package") else ""
+        return (f"dequantised from the {info.get('gguf_quantization') or 'quantised'} GGUF file "
+                f"`{info.get('file')}`{where}, so not the hub's original weights; loaded: {loaded}")
+    if info.get("source") == "hub":
+        return f"`{info.get('hub_id')}` from the hub (revision {info.get('revision') or 'unpinned'}); loaded: {loaded}"
+    return f"a local folder `{info.get('path_name')}`; loaded: {loaded}"

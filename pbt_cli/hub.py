@@ -74,11 +74,12 @@ def results_for(artifact: Artifact, results_root: Path | None) -> list[dict[str,
     """The report rows (pbt eval report) of the evaluations of this model, found under `results_root`."""
     if results_root is None or artifact.repo_type != "model":
         return []
-    from pbt_cli.evals.report import collect
+    from pbt_cli.evals.report import collect, dataset_of
 
     report = collect(Path(results_root), mixed_extractors=True)
-    mine = {r.path.parent for r in report.results if r.eval != "team" and _evaluated_path(r.data) == artifact.path.resolve()}
-    return [row for row, result in _rows_with_results(report) if result.path.parent in mine]
+    mine = {r.path.parent for r in report.results if _evaluated_path(r.data) == artifact.path.resolve()}
+    return [{**row, "dataset": dataset_of(result.data)} for row, result in _rows_with_results(report)
+            if result.path.parent in mine]
 
 
 def _rows_with_results(report: Any) -> list[tuple[dict[str, Any], Any]]:
@@ -87,7 +88,8 @@ def _rows_with_results(report: Any) -> list[tuple[dict[str, Any], Any]]:
 
 
 def _evaluated_path(results: dict[str, Any]) -> Path | None:
-    name = ((results.get("config") or {}).get("model") or {}).get("name")
+    config = results.get("config") or {}
+    name = (config.get("model_x" if results.get("eval") == "team" else "model") or {}).get("name")
     if not name:
         return None
     path = Path(str(name)).expanduser()

@@ -233,6 +233,67 @@ def collect(folder: Path, *, mixed_extractors: bool = False) -> Report:
     return report
 
 
+# --- what each evaluation was run on (cards, model-index, exports) ------------------------------------
+
+
+def _source_chain_questions(folder: Path) -> str | None:
+    """The question source behind a `pbt preprocess` folder: preprocess -> pairs -> trees manifests."""
+    seen = 0
+    while folder and seen < 4:
+        seen += 1
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            shards = sorted(folder.glob("manifest-*-of-*.json"))
+            if not shards:
+                return None
+            manifest = json.loads(shards[0].read_text(encoding="utf-8"))
+        config = manifest.get("config") or {}
+        questions = config.get("questions") or (manifest.get("settings") or {}).get("questions")
+        if questions:
+            return str(questions)
+        upstream = config.get("pairs") or config.get("trees")
+        folder = Path(str(upstream)) if upstream else None
+    return None
+
+
+def dataset_of(results: dict[str, Any]) -> dict[str, Any]:
+    """{"name", "type" (a hub id or pbt-*), "config", "split", "size", "sample"}: what an evaluation ran on.
+    `sample` marks the small sets shipped with pbt (embedded:*): fine for a demo, never published as a score."""
+    config = results.get("config") or {}
+    size = results.get("n")
+    eval_name = results.get("eval")
+    if eval_name == "flipflop":
+        data = Path(str(config.get("data") or ""))
+        manifest = {}
+        try:
+            manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        questions = _source_chain_questions(data) if str(data) else None
+        return {"name": f"pbt flipflop pairs from {questions or 'unknown questions'}",
+                "type": manifest.get("pushed_to") or f"pbt-flipflop/{data.name}", "config": None,
+                "split": config.get("split"), "size": size,
+                "sample": questions is None or questions.startswith("embedded:")}
+    source = str(config.get("farm") if eval_name == "farm" else config.get("questions") or "")
+    if source.startswith("embedded:"):
+        return {"name": source, "type": f"pbt-{source.replace(':', '-')}", "config": None, "split": None,
+                "size": size, "sample": True}
+    if source.startswith("trivia_qa"):
+        split = source.partition(":")[2] or "validation"
+        return {"name": "TriviaQA", "type": "mandarjoshi/trivia_qa", "config": "rc.web.nocontext", "split": split,
+                "size": size, "sample": False}
+    if source.startswith("hf:"):
+        parts = source[3:].split(":")
+        return {"name": parts[0], "type": parts[0], "config": parts[1] if len(parts) > 2 else None,
+                "split": parts[-1] if len(parts) > 1 else None, "size": size, "sample": False}
+    if eval_name == "farm":
+        return {"name": "Farm", "type": "farm", "config": ",".join(config.get("subsets") or []) or None,
+                "split": None, "size": size, "sample": False}
+    return {"name": Path(source).name or "unknown", "type": f"local/{Path(source).name}", "config": None,
+            "split": None, "size": size, "sample": False}
+
+
 # --- trained vs base, paired over shared items --------------------------------------------------------
 
 
