@@ -439,3 +439,95 @@ question or pair with the replies, the extracted answers and their correctness.
 ```
 """
     return _card_text(data, body)
+
+
+# --- a whole results root (`pbt push results/`) and a report folder ---------------------------------------
+
+
+def results_root_card_text(root: Path, repo_id: str | None = None) -> str:
+    """The card of a results root: every evaluation's headline numbers, trained vs base, the plots of
+    `pbt eval report` (report/), and one dataset config per evaluation's samples."""
+    from huggingface_hub import DatasetCardData
+
+    from pbt_cli.evals.report import COLUMNS, COMPARISON_COLUMNS, collect, dataset_of
+
+    report = collect(Path(root), mixed_extractors=True)
+    configs = [{"config_name": f"{r.eval}-{r.path.parent.name}",
+                "data_files": [{"split": "test", "path": (r.path.parent / "samples.jsonl").relative_to(root).as_posix()}]}
+               for r in report.results if (r.path.parent / "samples.jsonl").is_file()]
+    data = DatasetCardData(tags=["pbt", "persuasion", "evaluation"], language=["en"], configs=configs or None)
+    sets = sorted({(r.eval, _dataset_label(dataset_of(r.data))) for r in report.results})
+    plots = sorted((Path(root) / "report").glob("report_*.png"))
+    shown = [c for c in COLUMNS if c not in ("extractor",)]
+    comparison = ""
+    if report.comparisons:
+        comparison = ("\n## Trained vs base\n\nThe difference over the items both models answered, with its paired "
+                      "95% interval (`report/report_vs_base.csv`).\n\n"
+                      + _markdown(report.comparisons, COMPARISON_COLUMNS) + "\n")
+    body = f"""
+# PBT evaluation results
+
+Results of `pbt eval` (the `pbt` command-line tool for Persuasion-Balanced Training,
+[arXiv:2410.14596]({PBT_URL})) for {len({r.model for r in report.results})} model(s): each
+`<eval>/<model>/results.json` holds the metrics with 95% intervals (Wilson for proportions, paired for
+differences), the models with revisions, the answer extractor, seeds and versions; `samples.jsonl`
+holds every question or pair with the replies, extracted answers and correctness. Answers read by:
+{', '.join(f'`{e}`' for e in report.extractors) or 'none'}.
+
+Evaluation sets: {'; '.join(f'{e}: {label}' for e, label in sets)}.
+{' Sets marked [sample] are the small ones shipped with pbt for its demo: their numbers show that the pipeline runs, not what a model can do.' if any('[sample]' in label for _, label in sets) else ''}
+
+## Results
+
+{_markdown(report.rows, tuple(shown))}
+{comparison}
+{chr(10).join(f'![{p.stem}](report/{p.name})' for p in plots)}
+
+## Load the samples
+
+{LOAD_JSON.format(where=repo_id or 'path/to/this/folder')}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)
+
+
+def _markdown(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "↑" if value else "↓"
+        return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    return _table(list(columns), [[cell(row.get(c)) for c in columns] for row in rows])
+
+
+def report_card_text(folder: Path, repo_id: str | None = None) -> str:
+    """The card of a `pbt eval report` folder: its tables and its plots."""
+    from huggingface_hub import DatasetCardData
+
+    tables = (folder / "report.md").read_text(encoding="utf-8") if (folder / "report.md").is_file() else ""
+    plots = sorted(folder.glob("report_*.png"))
+    data = DatasetCardData(tags=["pbt", "persuasion", "evaluation", "report"], language=["en"])
+    body = f"""
+# PBT evaluation report
+
+`pbt eval report` over a results folder ([arXiv:2410.14596]({PBT_URL})): one row per model, evaluation
+and metric with its 95% interval (`report.csv`, `report.json`), trained vs base with paired intervals
+(`report_vs_base.csv`) and the mean over training seeds (`report_over_seeds.csv`).
+
+{tables}
+{chr(10).join(f'![{p.stem}]({p.name})' for p in plots)}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)

@@ -33,7 +33,7 @@ COMPARISON_COLUMNS = ("model", "base_model", "base", "eval", "metric", "higher_i
 # one configuration trained with several seeds (the paper's 12, 42, 64): mean, spread, the seeds
 SEED_COLUMNS = ("model", "base", "eval", "metric", "higher_is_better", "mean", "sd", "min", "max", "seeds")
 REPORT_OUTPUTS = ("report_*.png", "report.csv", "report.json", "report.md", "report_vs_base.csv",
-                  "report_over_seeds.csv", "manifest.json")
+                  "report_over_seeds.csv", "manifest.json", "README.md")
 
 # The metrics a report shows, in order, per evaluation (others stay in results.json).
 HEADLINE = {

@@ -161,7 +161,9 @@ def test_push_creates_the_repository_and_uploads_with_the_card(capsys, monkeypat
         assert fake.named("create_branch") == [{"repo_id": "me/pbt-tiny", "branch": "v1", "repo_type": "model",
                                                 "exist_ok": True}]
         [upload] = fake.named("upload_folder")
-        assert upload["folder_path"] == str(out) and upload["revision"] == "v1" and upload["commit_message"] == "first"
+        # a copy of the folder with local paths made portable (pbt_cli/hub.py: portable_copy), removed afterwards
+        assert Path(upload["folder_path"]).parent == out and Path(upload["folder_path"]).name.startswith(".pbt-push")
+        assert upload["revision"] == "v1" and upload["commit_message"] == "first"
         assert "checkpoints/**" in upload["ignore_patterns"] and ".pbt-*" in upload["ignore_patterns"]
         assert '"me/pbt-tiny"' in (out / "README.md").read_text()  # the card names the repository it went to
         assert "https://hub.test/me/pbt-tiny/commit/1" in result.stderr
