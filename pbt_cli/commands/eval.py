@@ -373,3 +373,47 @@ def report(
                          "report_over_seeds.csv", highlight=False)
     for path in written:
         console.stderr.print(f"plot: {path}", highlight=False)
+
+
+@app.command("export", help="Write finished results in another tool's layout: lm-eval's results files or Inspect "
+             "eval logs (`inspect view`).")
+@o.pbt_command
+def export(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
+    format: Annotated[Literal["lm-eval", "inspect"], typer.Option(
+        "--format", help="lm-eval: <out>/<model>/results_pbt.json and samples_<task>_pbt.jsonl in "
+        "lm-evaluation-harness's layout; inspect: one Inspect AI eval log per result (<out>/<eval>-<model>.json).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where the files go (default: FOLDER/export-lm-eval or FOLDER/export-inspect).")] = None,
+    mixed_extractors: Annotated[bool, typer.Option(
+        "--mixed-extractors/--no-mixed-extractors", help="Export results read by different answer extractors "
+        "together (each file names its reader).")] = False,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.artifacts import base_manifest
+    from pbt_cli.evals.export import export as write_export
+    from pbt_cli.evals.export import output_names
+    from pbt_cli.evals.report import collect
+    from pbt_cli.outputs import MANIFEST, claim_output
+
+    def must_be_folder(path: Path) -> None:
+        if not path.is_dir():
+            raise PbtError(f"{path} is not a folder; give the --out folder of `pbt eval`")
+
+    target = out or folder / f"export-{format}"
+    o.check_input(folder, "results folder", dry_run=dry_run, check=must_be_folder)
+    if dry_run:
+        o.print_dry_run("pbt eval export", {"folder": folder, "format": format, "out": target})
+        return
+    result = collect(folder, mixed_extractors=mixed_extractors)
+    names = output_names(result, format)
+    with claim_output(target, f"eval export {format}", outputs=(*names, MANIFEST), overwrite=True) as claimed:
+        claimed.remove_owned()
+        written = write_export(result, format, target)
+        manifest = base_manifest(f"eval export {format}", {"folder": folder, "format": format})
+        claimed.write_manifest({**manifest, "status": "complete", "files": [str(p.relative_to(target))
+                                                                           for p in written]})
+    console.stderr.print(f"[green]done[/]: {len(written)} files in {target} ({format} layout, "
+                         f"{len(result.results)} results)", highlight=False)

@@ -155,6 +155,7 @@ def ays_results(root: Path, model: str, answers: dict[str, tuple[bool, bool]], a
                                if adapter else {"name": "smollm2-135m", "base": "/home/me/.cache/pbt/smollm2"})
     data["settings"] = {"questions": "embedded:validation-easy", "limit": 24}
     data["seeds"] = {"questions": 7, "bootstrap": 7}
+    data["n"] = len(samples)
     (folder / "results.json").write_text(json.dumps(data))
     (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     assert len(before) == len(after)
