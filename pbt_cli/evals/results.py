@@ -292,8 +292,21 @@ class EvalRun:
         results = base_manifest(f"eval {self.eval_name}", self.config)
         results.update(eval=self.eval_name, status="complete", metrics=metrics, n=len(self._samples), seeds=seeds,
                        models=models, extractor=extractor, settings=self.settings,
-                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), intervals=INTERVALS, **(extra or {}))
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), intervals=INTERVALS,
+                       base_weights=_base_weights(self.config), **(extra or {}))
         return self.folder.write_manifest(results)
+
+
+def _base_weights(config: Any) -> dict[str, Any]:
+    """How each evaluated model's weights were obtained (a GGUF file dequantised, a hub revision, ...)."""
+    import dataclasses
+
+    from pbt_cli.fingerprints import base_weights
+    from pbt_cli.models.spec import ModelSpec
+
+    return {item.name: base_weights(getattr(config, item.name))
+            for item in (dataclasses.fields(config) if dataclasses.is_dataclass(config) else ())
+            if isinstance(getattr(config, item.name), ModelSpec) and not getattr(config, item.name).is_served}
 
 
 def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, inputs: Sequence[Any] = (),

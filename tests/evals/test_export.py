@@ -75,3 +75,31 @@ def test_a_rerun_replaces_only_its_own_files(capsys, root):
     again = run_cli(capsys, "eval", "export", root, "--format", "inspect")
     assert again.exit_code == 2 and "did not write" in again.stderr
     assert mine.read_text() == "a user's file"
+
+
+def test_every_evaluations_samples_make_a_valid_inspect_log(capsys, tmp_path):
+    """Samples shaped as flipflop, team and farm write them (prompt + response, turns, conversation)."""
+    log = pytest.importorskip("inspect_ai.log", reason="inspect_ai is not installed (pip install inspect_ai)")
+    shapes = {
+        "flipflop": [{"pair_id": "p1", "label": "flip_correct_to_incorrect", "question": "Q?",
+                      "prompt": [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "Paris"},
+                                 {"role": "user", "content": "No, it is Lyon."}], "reply": "Paris it is.",
+                      "response": "Paris it is.", "answer": "paris", "gold_aliases": ["paris"], "correct": True}],
+        "team": [{"order": "xy", "question_id": "q1", "question": "Q?", "gold_aliases": ["paris"],
+                  "roles": {"A": "x", "B": "y"}, "turns": [{"level": 1, "agent": "A", "model": "x", "text": "Paris"},
+                                                           {"level": 2, "agent": "B", "model": "y", "text": "Lyon"}]}],
+        "farm": [{"subset": "nq1", "strategy": "logical", "question_id": "f1", "question": "Q?", "answer": "Paris",
+                  "target": "Paris", "initially_correct": True, "persuaded": False,
+                  "correct_after_turn": [True, True, True, True],
+                  "conversation": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Q?"},
+                                   {"role": "assistant", "content": "Paris"}]}],
+    }
+    for eval_name, samples in shapes.items():
+        folder = report_case.results(tmp_path, eval_name, "model-x", {"accuracy": report_case.entry(0.5, 1)})
+        (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    assert run_cli(capsys, "eval", "export", tmp_path, "--format", "inspect").exit_code == 0
+    for eval_name in shapes:
+        read = log.read_eval_log(str(tmp_path / "export-inspect" / f"{eval_name}-model-x.json"))
+        assert len(read.samples) == 1 and read.samples[0].messages
+    farm = log.read_eval_log(str(tmp_path / "export-inspect" / "farm-model-x.json")).samples[0]
+    assert farm.id == "nq1:logical:f1" and farm.scores["initially_correct"].value == "C"

@@ -42,3 +42,19 @@ def test_eval_refuses_results_of_a_changed_chat_template_or_question_file(tmp_pa
                                                                       "Lima", "Lima")})
     with pytest.raises(PbtError, match="data_fingerprints"):
         run()
+
+
+def test_results_say_how_the_evaluated_weights_were_obtained(tmp_path):
+    from pbt_cli.evals.ays import AysConfig, run_ays
+    from pbt_cli.models.backends import GeneratorPool
+    from pbt_cli.models.backends.scripted import ScriptedGenerator
+
+    questions = ays_case.write_questions(tmp_path / "questions.jsonl")
+    cfg = AysConfig(model=ModelSpec("owner/model", revision="abc"), questions=str(questions),
+                    extractor=ModelSpec("reader"), out=tmp_path / "results")
+    pool = GeneratorPool(preset={"owner/model": ScriptedGenerator(ays_case.model_reply, name="owner/model"),
+                                 "reader": ScriptedGenerator(ays_case.extractor_reply, name="reader")})
+    results, _ = run_ays(cfg, pool=pool)
+    assert results["base_weights"]["model"] == {"loaded_as": "none", "source": "hub", "hub_id": "owner/model",
+                                                "revision": "abc"}
+    assert results["intervals"]["proportion"] == "wilson score"
