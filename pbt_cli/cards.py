@@ -133,10 +133,8 @@ def model_card_text(manifest: dict[str, Any], results: list[dict[str, Any]] | No
     base_id = entry.hub_id if entry else base
     data_manifest = _read_json(Path(str(settings.get("data"))) / "manifest.json") if settings.get("data") else None
     datasets = [data_manifest["pushed_to"]] if data_manifest and data_manifest.get("pushed_to") else None
-    eval_results = [EvalResult(task_type="persuasion", task_name=r["eval"], dataset_type=f"pbt-{r['eval']}",
-                               dataset_name=r.get("dataset") or r["eval"], metric_type=r["metric"],
-                               metric_value=round(r["value"], 4), metric_name=r["metric"])
-                    for r in (results or []) if r.get("value") is not None]
+    eval_results = [_eval_result(EvalResult, r) for r in (results or []) if r.get("value") is not None
+                    and not (r.get("dataset") or {}).get("sample", True)]
     data = ModelCardData(
         base_model=base_id if is_hub_id(base_id) else None,
         library_name="peft" if stage in ("sft", "dpo") else "transformers",
@@ -165,6 +163,7 @@ vLLM serves it as a LoRA adapter of its base (`vllm serve {base_id} --enable-lor
     quantization = (load_options.get("quantization") or {})
     quant = "8-bit" if quantization.get("load_in_8bit") else (
         f"4-bit {quantization.get('bnb_4bit_quant_type', 'nf4')}" if quantization.get("load_in_4bit") else "none")
+    weights = manifest.get("base_weights") or _base_weights_of(settings)
     rows = [
         ["base model", f"`{base_id}`" + (f" (revision {manifest.get('base_revision')})"
                                           if manifest.get("base_revision") else "")],
@@ -178,7 +177,7 @@ vLLM serves it as a LoRA adapter of its base (`vllm serve {base_id} --enable-lor
                          f"{settings.get('max_length')}, seed {settings.get('seed')}"],
         ["length", f"{manifest.get('global_step')} steps"
                    + (f" ({settings.get('num_train_epochs')} epochs)" if settings.get('max_steps', -1) < 1 else "")],
-        ["base weights", f"quantization {quant}"],
+        ["base weights", f"{describe_base_weights(weights)}; quantization in training: {quant}"],
     ]
     if stage == "dpo":
         rows.append(["DPO", f"beta {settings.get('beta')}, reference {settings.get('reference')} (base = the policy "
@@ -195,9 +194,14 @@ vLLM serves it as a LoRA adapter of its base (`vllm serve {base_id} --enable-lor
     if results:
         table = [[r["eval"], r["metric"], f"{r['value']:.3f}" if r.get("value") is not None else "-",
                   f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if r.get("ci_low") is not None else "-", r.get("n", ""),
-                  r.get("extractor", "")] for r in results]
+                  _dataset_label(r.get("dataset")), r.get("extractor", "")] for r in results]
+        samples = sorted({(r.get("dataset") or {}).get("name") for r in results
+                          if (r.get("dataset") or {}).get("sample")} - {None})
+        note = (f"\nRows on {', '.join(f'`{name}`' for name in samples)} come from the small sets shipped with pbt "
+                "for its demo: they show that the pipeline runs, not what the model can do, and are left out of "
+                "the `model-index` metadata.\n" if samples else "")
         results_text = "\n## Evaluation results (`pbt eval`)\n\n" + _table(
-            ["evaluation", "metric", "value", "95% CI", "n", "extractor"], table) + "\n"
+            ["evaluation", "metric", "value", "95% CI", "n", "dataset", "extractor"], table) + "\n" + note
     body = f"""
 # {data.model_name}
 
@@ -226,11 +230,103 @@ and every evaluation during training.
     return _card_text(data, body)
 
 
+# The Hub's task for every pbt evaluation: each asks trivia-style questions and scores the answers
+HUB_TASK_TYPE = "question-answering"
+TASK_NAMES = {"flipflop": "balanced persuasion (flipflop)", "ays": "are you sure? (ays)",
+              "team": "two-model dialogue (team)", "farm": "resisting misinformation (farm)"}
+
+
+def _eval_result(factory: Any, row: dict[str, Any]) -> Any:
+    """One model-index entry: a real evaluation set, named with its split and size."""
+    dataset = row.get("dataset") or {}
+    size = f", {dataset['size']} items" if dataset.get("size") else ""
+    split = f" {dataset['split']}" if dataset.get("split") else ""
+    return factory(task_type=HUB_TASK_TYPE, task_name=TASK_NAMES.get(row["eval"], row["eval"]),
+                   dataset_type=dataset.get("type") or f"pbt-{row['eval']}",
+                   dataset_name=f"{dataset.get('name') or row['eval']}{split}{size}",
+                   dataset_config=dataset.get("config"), dataset_split=dataset.get("split"),
+                   metric_type=row["metric"], metric_value=round(row["value"], 4), metric_name=row["metric"])
+
+
+def _dataset_label(dataset: dict[str, Any] | None) -> str:
+    if not dataset:
+        return ""
+    split = f" ({dataset['split']})" if dataset.get("split") else ""
+    return f"{dataset.get('name')}{split}" + (" [sample]" if dataset.get("sample") else "")
+
+
+def _base_weights_of(settings: dict[str, Any]) -> dict[str, Any] | None:
+    """For a manifest written before pbt recorded `base_weights`: worked out from the base's name."""
+    from pbt_cli.fingerprints import base_weights
+    from pbt_cli.models.spec import ModelSpec
+
+    name = (settings.get("model") or {}).get("name")
+    return base_weights(ModelSpec(str(name))) if name else None
+
+
+def describe_base_weights(info: dict[str, Any] | None) -> str:
+    from pbt_cli.fingerprints import describe_base_weights as describe
+
+    return describe(info)
+
+
 def write_model_card(folder: Path, manifest: dict[str, Any], results: list[dict[str, Any]] | None = None,
                      repo_id: str | None = None) -> Path:
     path = Path(folder) / "README.md"
     path.write_text(model_card_text(manifest, results, repo_id), encoding="utf-8")
+    if manifest.get("stage") in ("sft", "dpo"):
+        write_checkpoint_cards(Path(folder), manifest)
     return path
+
+
+def write_checkpoint_cards(folder: Path, manifest: dict[str, Any]) -> list[Path]:
+    """pbt's cards in checkpoints/ and each checkpoints/checkpoint-N/, over the empty ones TRL and PEFT write
+    there ("a fine-tuned version of [None]"), which `pbt push --include-checkpoints` would publish."""
+    from huggingface_hub import ModelCardData
+
+    root = folder / "checkpoints"
+    if not root.is_dir():
+        return []
+    stage = manifest.get("stage", "sft")
+    base = manifest.get("base_model")
+    best = manifest.get("best_checkpoint")
+    run = Path(str((manifest.get("config") or {}).get("out") or folder)).name
+    written = []
+    found = sorted((p for p in root.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    rows = []
+    for checkpoint in found:
+        state = _read_json(checkpoint / "trainer_state.json") or {}
+        evaluation = next((e for e in reversed(state.get("log_history") or []) if "eval_flipflop_accuracy" in e), {})
+        score = evaluation.get("eval_flipflop_accuracy")
+        rows.append([f"`{checkpoint.name}`", state.get("global_step", checkpoint.name.split("-")[-1]),
+                     f"{state['epoch']:.2f}" if isinstance(state.get("epoch"), (int, float)) else "-",
+                     f"{score:.3f}" if isinstance(score, (int, float)) else "-",
+                     "yes" if best and Path(best).name == checkpoint.name else ""])
+        data = ModelCardData(base_model=base if is_hub_id(base) else None, library_name="peft",
+                             tags=["pbt", "persuasion", stage, "lora", "checkpoint"])
+        body = f"""
+# {run}: {checkpoint.name}
+
+An intermediate checkpoint of a `pbt {stage}` run (Persuasion-Balanced Training, [arXiv:2410.14596]({PBT_URL})),
+step {rows[-1][1]}, epoch {rows[-1][2]}, flipflop accuracy on the validation pairs {rows[-1][3]}. The run's
+final adapter{' (the best checkpoint by flipflop accuracy)' if best else ''} and its card are two folders up;
+`trainer_state.json` here lets `pbt {stage} ... --resume` with this folder continue from it.
+"""
+        (checkpoint / "README.md").write_text(_card_text(data, body), encoding="utf-8")
+        written.append(checkpoint / "README.md")
+    data = ModelCardData(base_model=base if is_hub_id(base) else None, library_name="peft",
+                         tags=["pbt", "persuasion", stage, "lora", "checkpoints"])
+    body = f"""
+# {run}: checkpoints
+
+The Trainer checkpoints of a `pbt {stage}` run. The run's final adapter and its card are one folder up.
+
+{_table(["checkpoint", "step", "epoch", "flipflop accuracy (validation)", "kept"], rows)}
+"""
+    (root / "README.md").write_text(_card_text(data, body), encoding="utf-8")
+    written.append(root / "README.md")
+    return written
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -336,6 +432,98 @@ question or pair with the replies, the extracted answers and their correctness.
 {LOAD_JSON.format(where=where)}
 """
     body += f"""
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)
+
+
+# --- a whole results root (`pbt push results/`) and a report folder ---------------------------------------
+
+
+def results_root_card_text(root: Path, repo_id: str | None = None) -> str:
+    """The card of a results root: every evaluation's headline numbers, trained vs base, the plots of
+    `pbt eval report` (report/), and one dataset config per evaluation's samples."""
+    from huggingface_hub import DatasetCardData
+
+    from pbt_cli.evals.report import COLUMNS, COMPARISON_COLUMNS, collect, dataset_of
+
+    report = collect(Path(root), mixed_extractors=True)
+    configs = [{"config_name": f"{r.eval}-{r.path.parent.name}",
+                "data_files": [{"split": "test", "path": (r.path.parent / "samples.jsonl").relative_to(root).as_posix()}]}
+               for r in report.results if (r.path.parent / "samples.jsonl").is_file()]
+    data = DatasetCardData(tags=["pbt", "persuasion", "evaluation"], language=["en"], configs=configs or None)
+    sets = sorted({(r.eval, _dataset_label(dataset_of(r.data))) for r in report.results})
+    plots = sorted((Path(root) / "report").glob("report_*.png"))
+    shown = [c for c in COLUMNS if c not in ("extractor",)]
+    comparison = ""
+    if report.comparisons:
+        comparison = ("\n## Trained vs base\n\nThe difference over the items both models answered, with its paired "
+                      "95% interval (`report/report_vs_base.csv`).\n\n"
+                      + _markdown(report.comparisons, COMPARISON_COLUMNS) + "\n")
+    body = f"""
+# PBT evaluation results
+
+Results of `pbt eval` (the `pbt` command-line tool for Persuasion-Balanced Training,
+[arXiv:2410.14596]({PBT_URL})) for {len({r.model for r in report.results})} model(s): each
+`<eval>/<model>/results.json` holds the metrics with 95% intervals (Wilson for proportions, paired for
+differences), the models with revisions, the answer extractor, seeds and versions; `samples.jsonl`
+holds every question or pair with the replies, extracted answers and correctness. Answers read by:
+{', '.join(f'`{e}`' for e in report.extractors) or 'none'}.
+
+Evaluation sets: {'; '.join(f'{e}: {label}' for e, label in sets)}.
+{' Sets marked [sample] are the small ones shipped with pbt for its demo: their numbers show that the pipeline runs, not what a model can do.' if any('[sample]' in label for _, label in sets) else ''}
+
+## Results
+
+{_markdown(report.rows, tuple(shown))}
+{comparison}
+{chr(10).join(f'![{p.stem}](report/{p.name})' for p in plots)}
+
+## Load the samples
+
+{LOAD_JSON.format(where=repo_id or 'path/to/this/folder')}
+
+## Citation
+
+```bibtex
+{CITATION}
+```
+"""
+    return _card_text(data, body)
+
+
+def _markdown(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    def cell(value: Any) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "↑" if value else "↓"
+        return f"{value:.3f}" if isinstance(value, float) else str(value).replace("|", "\\|")
+
+    return _table(list(columns), [[cell(row.get(c)) for c in columns] for row in rows])
+
+
+def report_card_text(folder: Path, repo_id: str | None = None) -> str:
+    """The card of a `pbt eval report` folder: its tables and its plots."""
+    from huggingface_hub import DatasetCardData
+
+    tables = (folder / "report.md").read_text(encoding="utf-8") if (folder / "report.md").is_file() else ""
+    plots = sorted(folder.glob("report_*.png"))
+    data = DatasetCardData(tags=["pbt", "persuasion", "evaluation", "report"], language=["en"])
+    body = f"""
+# PBT evaluation report
+
+`pbt eval report` over a results folder ([arXiv:2410.14596]({PBT_URL})): one row per model, evaluation
+and metric with its 95% interval (`report.csv`, `report.json`), trained vs base with paired intervals
+(`report_vs_base.csv`) and the mean over training seeds (`report_over_seeds.csv`).
+
+{tables}
+{chr(10).join(f'![{p.stem}]({p.name})' for p in plots)}
+
 ## Citation
 
 ```bibtex

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +58,8 @@ def read_artifact(path: Path) -> Artifact:
         name = "results.json"
     else:
         manifests = {p.name: read_json_manifest(p) for p in sorted(path.glob("manifest-*-of-*.json"))}
+        if not manifests and (results := results_root_manifest(path)) is not None:
+            return Artifact(path=path, stage=RESULTS_ROOT, manifest_name="", manifest=results)
         if not manifests:
             raise PbtError(f"{path} holds no pbt manifest (manifest.json or results.json); pbt publishes only what "
                            "its stages made")
@@ -70,15 +75,34 @@ def read_artifact(path: Path) -> Artifact:
     return Artifact(path=path, stage=stage, manifest_name=name, manifest=manifest, manifests=manifests)
 
 
+RESULTS_ROOT = "eval results"  # a results root (`--out` of `pbt eval`): every evaluation under it, and report/
+
+
+def results_root_manifest(path: Path) -> dict[str, Any] | None:
+    """What a results root holds, or None when it is not one: finished <eval>/<model>/results.json files."""
+    from pbt_cli.evals.report import EVALS
+
+    found = [p for name in EVALS for p in sorted((path / name).glob("*/results.json"))]
+    if not found:
+        return None
+    unfinished = [p for p in found if read_json_manifest(p).get("status", "complete") != "complete"]
+    if unfinished:
+        raise PbtError(f"{path} is not finished ({unfinished[0].parent} is still running or was interrupted); rerun "
+                       "its command before publishing the results")
+    return {"stage": RESULTS_ROOT, "status": "complete", "outputs": ["README.md"],
+            "results": [p.relative_to(path).as_posix() for p in found]}
+
+
 def results_for(artifact: Artifact, results_root: Path | None) -> list[dict[str, Any]]:
     """The report rows (pbt eval report) of the evaluations of this model, found under `results_root`."""
     if results_root is None or artifact.repo_type != "model":
         return []
-    from pbt_cli.evals.report import collect
+    from pbt_cli.evals.report import collect, dataset_of
 
     report = collect(Path(results_root), mixed_extractors=True)
-    mine = {r.path.parent for r in report.results if r.eval != "team" and _evaluated_path(r.data) == artifact.path.resolve()}
-    return [row for row, result in _rows_with_results(report) if result.path.parent in mine]
+    mine = {r.path.parent for r in report.results if _evaluated_path(r.data) == artifact.path.resolve()}
+    return [{**row, "dataset": dataset_of(result.data)} for row, result in _rows_with_results(report)
+            if result.path.parent in mine]
 
 
 def _rows_with_results(report: Any) -> list[tuple[dict[str, Any], Any]]:
@@ -87,7 +111,8 @@ def _rows_with_results(report: Any) -> list[tuple[dict[str, Any], Any]]:
 
 
 def _evaluated_path(results: dict[str, Any]) -> Path | None:
-    name = ((results.get("config") or {}).get("model") or {}).get("name")
+    config = results.get("config") or {}
+    name = (config.get("model_x" if results.get("eval") == "team" else "model") or {}).get("name")
     if not name:
         return None
     path = Path(str(name)).expanduser()
@@ -99,6 +124,10 @@ def card_text(artifact: Artifact, results: list[dict[str, Any]], repo_id: str | 
 
     if artifact.repo_type == "model":
         return cards.model_card_text(artifact.manifest, results, repo_id)
+    if artifact.stage == RESULTS_ROOT:
+        return cards.results_root_card_text(artifact.path, repo_id)
+    if artifact.stage == "eval report":
+        return cards.report_card_text(artifact.path, repo_id)
     if artifact.stage == "preprocess":
         pairs = None
         source = (artifact.manifest.get("config") or {}).get("pairs")
@@ -115,6 +144,16 @@ def write_card(artifact: Artifact, results: list[dict[str, Any]], repo_id: str |
         raise PbtError(f"{artifact.path}'s manifest does not list a card (README.md) among what its stage writes; "
                        "make it again with the current pbt to publish it with a card")
     text = card_text(artifact, results, repo_id)
+    if artifact.stage == RESULTS_ROOT:  # no stage owns a results root: its card has a lock of its own
+        from pbt_cli.outputs import FolderLock
+
+        lock = FolderLock(artifact.path / f"{INTERNAL_PREFIX}lock-card", artifact.path)
+        lock.acquire()
+        try:
+            (artifact.path / "README.md").write_text(text, encoding="utf-8")
+        finally:
+            lock.release()
+        return artifact.path / "README.md"
     with claim_output(artifact.path, artifact.stage, outputs=outputs or ["README.md"],
                       manifest_name=artifact.manifest_name,
                       manifest_patterns=(artifact.manifest_name, "manifest-*-of-*.json")):
@@ -177,9 +216,10 @@ def push(artifact: Artifact, repo_id: str, *, private: bool = False, revision: s
         api.create_repo(repo_id, repo_type=artifact.repo_type, private=private, exist_ok=True)
         if revision:
             api.create_branch(repo_id, branch=revision, repo_type=artifact.repo_type, exist_ok=True)
-        commit = api.upload_folder(folder_path=str(artifact.path), repo_id=repo_id, repo_type=artifact.repo_type,
-                                   revision=revision, commit_message=message,
-                                   ignore_patterns=ignore_patterns(include_checkpoints))
+        with portable_copy(artifact, upload_list(artifact, include_checkpoints)) as folder:
+            commit = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type=artifact.repo_type,
+                                       revision=revision, commit_message=message,
+                                       ignore_patterns=ignore_patterns(include_checkpoints))
     except HfHubHTTPError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PbtError(f"the Hub refused the push to {repo_id} ({first}); check the token's write access and the "
@@ -202,3 +242,74 @@ def check_repo_id(repo_id: str) -> None:
 
 def token_source() -> str:
     return "HF_TOKEN" if os.environ.get("HF_TOKEN") else "the token saved by `hf auth login`"
+
+
+# --- what goes up carries no local paths ------------------------------------------------------------------
+
+TEXT_SUFFIXES = (".json", ".jsonl", ".md", ".csv", ".txt", ".yaml", ".yml")
+
+
+def _absolute_strings(value: Any, found: set[str]) -> None:
+    if isinstance(value, dict):
+        for item in value.values():
+            _absolute_strings(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _absolute_strings(item, found)
+    elif isinstance(value, str) and len(value) > 1 and value.startswith("/") and "\n" not in value \
+            and " " not in value:
+        found.add(value.rstrip("/"))
+
+
+def portable_name(path: str, root: Path) -> str:
+    """A local path as uploaded: relative to the folder pushed (or to its parent: a sibling run), otherwise
+    `local:NAME`; a reader learns what it was without learning the machine's layout."""
+    resolved = Path(path)
+    for anchor in (root, root.parent):
+        if resolved == anchor or anchor in resolved.parents:
+            return os.path.relpath(resolved, root)
+    return f"local:{resolved.name}"
+
+
+def path_replacements(root: Path, files: list[str]) -> list[tuple[str, str]]:
+    """(absolute path, portable name) for every absolute path named in the folder's JSON files, longest first;
+    the home folder goes last, as `~`."""
+    import json
+
+    found: set[str] = {str(root)}
+    for name in files:
+        if name.endswith(".json") and (root / name).is_file():
+            try:
+                _absolute_strings(json.loads((root / name).read_text(encoding="utf-8")), found)
+            except (ValueError, UnicodeDecodeError):
+                continue
+    pairs = sorted(((p, portable_name(p, root)) for p in found), key=lambda pair: -len(pair[0]))
+    return [*pairs, (str(Path.home()), "~")]
+
+
+@contextmanager
+def portable_copy(artifact: Artifact, files: list[str]) -> Iterator[Path]:
+    """The folder as it goes up: text files with local absolute paths made portable, the rest hard-linked
+    (copied across file systems); a `.pbt-push-*` folder inside the artifact, removed afterwards."""
+    root = artifact.path.resolve()
+    staging = root / f"{INTERNAL_PREFIX}push-{os.getpid()}"
+    replacements = path_replacements(root, files)
+    try:
+        for name in files:
+            source, target = root / name, staging / name
+            if not source.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.suffix in TEXT_SUFFIXES:
+                text = source.read_text(encoding="utf-8", errors="surrogateescape")
+                for absolute, portable in replacements:
+                    text = text.replace(absolute, portable)
+                target.write_text(text, encoding="utf-8", errors="surrogateescape")
+                continue
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copy2(source, target)
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -28,7 +28,9 @@ pbt generate --model-a $MODEL --model-b $MODEL --questions embedded:train-easy -
     --max-new-tokens 40 --extraction-max-new-tokens 8 --trees-per-batch 64 --out $RUN/trees
 
 echo "== 2/7 preference pairs"
-pbt filter --trees $RUN/trees --out $RUN/pairs --valid-fraction 0.2 --test-fraction 0.2
+# A third of the trees each for valid and test: a 135M model makes few resist and accept pairs, and the
+# flipflop evaluation (and DPO's choice of epoch) needs some of each held out
+pbt filter --trees $RUN/trees --out $RUN/pairs --valid-fraction 0.3 --test-fraction 0.3
 
 # A 135M model rarely gets an answer right, so resist and accept pairs are few; when the train
 # split lacks one kind, the demo trains on every pair instead of the balanced mix (a 7-8B model
@@ -41,16 +43,19 @@ if [ "$(count $RUN/pairs/manifest.json counts train resist)" -eq 0 ] \
 fi
 
 echo "== 3/7 rendered datasets for $MODEL's chat template"
-pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format sft --mix $MIX --out $RUN/sft_data
-pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format dpo --mix $MIX --out $RUN/dpo_data
+# --no-balance-eval: valid and test keep every held-out resist and accept pair (the paper cuts them to equal
+# counts; with the demo's few pairs that would leave nothing); the report shows resisting and accepting apart
+pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format sft --mix $MIX --no-balance-eval --out $RUN/sft_data
+pbt preprocess --pairs $RUN/pairs --tokenizer $MODEL --format dpo --mix $MIX --no-balance-eval --out $RUN/dpo_data
 
-# The flipflop sets hold resist and accept pairs in equal numbers; a split without one kind is empty.
 VALID=$(count $RUN/dpo_data/manifest.json counts valid)
 TEST=$(count $RUN/dpo_data/manifest.json counts test)
 EVAL=epoch
+CHOICE="best epoch by flipflop accuracy on the valid split ($VALID pairs)"
 if [ "$VALID" -eq 0 ]; then
     echo "note: the valid split has no flipflop pairs; DPO runs without per-epoch evaluation"
     EVAL=no
+    CHOICE="no valid pairs, so the last epoch"
 fi
 
 echo "== 4/7 SFT on the preferred responses"
@@ -59,7 +64,7 @@ pbt sft --model $MODEL --data $RUN/sft_data --out $RUN/sft --max-steps 16 \
     --per-device-train-batch-size 4 --gradient-accumulation-steps 1 --warmup-steps 2 \
     --learning-rate 2e-4 --save-steps 8 --logging-steps 4 --no-gradient-checkpointing
 
-echo "== 5/7 DPO from the SFT adapter, best epoch by flipflop accuracy on the valid split"
+echo "== 5/7 DPO from the SFT adapter, $CHOICE"
 pbt dpo --model $MODEL --adapter $RUN/sft --data $RUN/dpo_data --out $RUN/dpo --num-train-epochs 2 \
     --per-device-train-batch-size 4 --gradient-accumulation-steps 1 --warmup-steps 2 \
     --learning-rate 2e-4 --save-steps 8 --logging-steps 4 --eval-strategy $EVAL --eval-limit 16 \
@@ -85,10 +90,14 @@ pbt eval team --model-x $MODEL --model-y $MODEL --questions embedded:validation-
 pbt eval team --model-x $RUN/dpo --model-y $MODEL --questions embedded:validation-easy --limit 16 \
     --max-new-tokens 40 --extraction-max-new-tokens 8 --out $RESULTS
 
-echo "== 7/7 comparison"
+echo "== 7/7 comparison: each model, the trained one minus the base (paired intervals), plots"
 pbt eval report $RESULTS
-# the adapters' model cards gain their evaluation results (model-index metadata included)
+# the adapter's model card gains its evaluation results (the embedded sample sets are shown, marked,
+# and kept out of the model-index metadata)
 pbt card $RUN/dpo --results $RESULTS
+# the same results in lm-eval's results layout and as Inspect eval logs (`inspect view`)
+pbt eval export $RESULTS --format lm-eval
+pbt eval export $RESULTS --format inspect
 
 cat <<DONE
 
@@ -98,6 +107,8 @@ Artifacts:
   datasets       $RUN/sft_data  $RUN/dpo_data   (Parquet splits + card: datasets.load_dataset(FOLDER))
   adapters       $RUN/sft  $RUN/dpo             (PEFT adapters with model cards; checkpoints/, log_history.jsonl)
   results        $RESULTS/<eval>/<model>/results.json and samples.jsonl
-  report         $RESULTS/report/report.{csv,md,json} and report_*.png (flipflop: resist vs accept;
-                 team accuracy by order; Farm accuracy by persuasion turn)
+  report         $RESULTS/report/report.{csv,md,json}, report_vs_base.csv and report_*.png (flipflop:
+                 resist vs accept, when the test split has flipflop pairs; team accuracy by order; Farm
+                 accuracy by persuasion turn)
+  exports        $RESULTS/export-lm-eval/<model>/results_pbt.json, $RESULTS/export-inspect/*.json
 DONE

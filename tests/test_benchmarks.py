@@ -142,3 +142,10 @@ def test_demo_time_benchmark_times_each_stage(tmp_path, monkeypatch, capsys):
     assert [stage["stage"] for stage in summary["stages"]] == ["1/2 trees", "2/2 pairs"]
     assert summary["stages"][0]["seconds"] >= 0.2 and summary["total_seconds"] >= 0.2
     assert '"benchmark": "demo-time"' in capsys.readouterr().out
+
+
+def test_fingerprints_benchmark_times_the_first_and_the_cached_fingerprint(tiny_model_dir, monkeypatch, capsys):
+    script = load_script("fingerprints", monkeypatch)
+    summary = script.main(["--folder", str(tiny_model_dir)])
+    assert summary["same"] and summary["bytes"] > 0 and summary["fingerprint"].startswith("sha256:")
+    assert '"benchmark": "fingerprints"' in capsys.readouterr().out

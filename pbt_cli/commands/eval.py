@@ -310,8 +310,9 @@ def report(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
     format: Annotated[Literal["table", "csv", "json", "markdown"], typer.Option(
-        "--format", help="table: one table per model (fits 80 columns); csv, json, markdown: the tidy rows "
-        "(model, base, eval, metric, value, ci_low, ci_high, n, extractor, seed) on stdout.")] = "table",
+        "--format", help="table: one table per model, trained vs base, and over training seeds (fits 80 "
+        "columns); csv, json, markdown: the tidy rows (model, base, eval, metric, higher_is_better, value, ci_low, "
+        "ci_high, n, extractor, seed, eval_seed) on stdout.")] = "table",
     out: Annotated[Path | None, typer.Option(
         "--out", help="Where report.csv/.md/.json and the plots go (default: FOLDER/report).")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write report_*.png plots.")] = True,
@@ -324,7 +325,9 @@ def report(
     dry_run: o.DryRun = False,
 ) -> None:
     from pbt_cli.evals.report import (
+        COMPARISON_COLUMNS,
         REPORT_OUTPUTS,
+        SEED_COLUMNS,
         as_csv,
         as_json,
         as_markdown,
@@ -350,7 +353,9 @@ def report(
     with claim_output(target, "eval report", outputs=REPORT_OUTPUTS, overwrite=True) as claimed:
         claimed.remove_owned()
         for name, text in (("report.csv", as_csv(result.rows)), ("report.md", as_markdown(result.rows)),
-                           ("report.json", as_json(result.rows))):
+                           ("report.json", as_json(result.rows)),
+                           ("report_vs_base.csv", as_csv(result.comparisons, COMPARISON_COLUMNS)),
+                           ("report_over_seeds.csv", as_csv(result.over_seeds, SEED_COLUMNS))):
             (target / name).write_text(text, encoding="utf-8")
         written = plot(result, target) if plots else []
         from pbt_cli.artifacts import base_manifest
@@ -363,11 +368,57 @@ def report(
     else:
         readers = ", ".join(result.extractors) or "none"
         console.stdout.print(f"results under {folder} (answers read by: {readers})", highlight=False, markup=False)
+        console.stdout.print("↑ higher is better, ↓ lower is better, · neither", highlight=False, markup=False)
         for table in tables(result, str(folder)):
             console.stdout.print(table, soft_wrap=False)  # a table and its title fit the width
     for skipped in result.skipped:
         console.stderr.print(f"[yellow]note[/]: {skipped} is not finished; rerun its command to include it",
                              highlight=False)
-    console.stderr.print(f"tables: {target}/report.csv, report.md, report.json", highlight=False)
+    console.stderr.print(f"tables: {target}/report.csv, report.md, report.json, report_vs_base.csv, "
+                         "report_over_seeds.csv", highlight=False)
     for path in written:
         console.stderr.print(f"plot: {path}", highlight=False)
+
+
+@app.command("export", help="Write finished results in another tool's layout: lm-eval's results files or Inspect "
+             "eval logs (`inspect view`).")
+@o.pbt_command
+def export(
+    ctx: typer.Context,
+    folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
+    format: Annotated[Literal["lm-eval", "inspect"], typer.Option(
+        "--format", help="lm-eval: <out>/<model>/results_pbt.json and samples_<task>_pbt.jsonl in "
+        "lm-evaluation-harness's layout; inspect: one Inspect AI eval log per result (<out>/<eval>-<model>.json).")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Where the files go (default: FOLDER/export-lm-eval or FOLDER/export-inspect).")] = None,
+    mixed_extractors: Annotated[bool, typer.Option(
+        "--mixed-extractors/--no-mixed-extractors", help="Export results read by different answer extractors "
+        "together (each file names its reader).")] = False,
+    config: o.ConfigFile = None,
+    dry_run: o.DryRun = False,
+) -> None:
+    from pbt_cli.artifacts import base_manifest
+    from pbt_cli.evals.export import export as write_export
+    from pbt_cli.evals.export import output_names
+    from pbt_cli.evals.report import collect
+    from pbt_cli.outputs import MANIFEST, claim_output
+
+    def must_be_folder(path: Path) -> None:
+        if not path.is_dir():
+            raise PbtError(f"{path} is not a folder; give the --out folder of `pbt eval`")
+
+    target = out or folder / f"export-{format}"
+    o.check_input(folder, "results folder", dry_run=dry_run, check=must_be_folder)
+    if dry_run:
+        o.print_dry_run("pbt eval export", {"folder": folder, "format": format, "out": target})
+        return
+    result = collect(folder, mixed_extractors=mixed_extractors)
+    names = output_names(result, format)
+    with claim_output(target, f"eval export {format}", outputs=(*names, MANIFEST), overwrite=True) as claimed:
+        claimed.remove_owned()
+        written = write_export(result, format, target)
+        manifest = base_manifest(f"eval export {format}", {"folder": folder, "format": format})
+        claimed.write_manifest({**manifest, "status": "complete", "files": [str(p.relative_to(target))
+                                                                           for p in written]})
+    console.stderr.print(f"[green]done[/]: {len(written)} files in {target} ({format} layout, "
+                         f"{len(result.results)} results)", highlight=False)

@@ -33,6 +33,10 @@ def preprocess(
         "--balance/--no-balance", help="Cut both kinds to the smaller kind's count before mixing, as the original "
         "runs did (balanced = 2m pairs, accept or resist = m); --no-balance keeps every pair of a single kind.")
     ] = True,
+    balance_eval: Annotated[bool, typer.Option(
+        "--balance-eval/--no-balance-eval", help="Cut the valid and test splits to equal resist and accept counts "
+        "(the paper's flipflop sets); --no-balance-eval keeps every held-out pair of either kind (few trees).")
+    ] = True,
     max_length: Annotated[int | None, typer.Option(
         "--max-length", help="Drop pairs longer than this (tokens); default: what training uses, 1024 for sft, "
         "1000 for dpo.")] = None,
@@ -53,7 +57,7 @@ def preprocess(
         max_length = 1024 if format == "sft" else 1000
     cfg = PreprocessConfig(pairs=pairs, tokenizer=spec, out=out, format=format, mix=mix, limit=limit,
                            max_length=max_length, max_prompt_length=max_prompt_length, seed=seed, balance=balance,
-                           overwrite=overwrite)
+                           overwrite=overwrite, balance_eval=balance_eval)
     o.check_models(spec, dry_run=dry_run)
     o.check_input(pairs, "--pairs", dry_run=dry_run, check=read_pairs_manifest)
     if dry_run:

@@ -25,8 +25,15 @@ from pbt_cli.errors import PbtError
 
 EVALS = ("flipflop", "ays", "team", "farm")
 FORMATS = ("table", "csv", "json", "markdown")
-COLUMNS = ("model", "base", "eval", "metric", "value", "ci_low", "ci_high", "n", "extractor", "seed")
-REPORT_OUTPUTS = ("report_*.png", "report.csv", "report.json", "report.md", "manifest.json")
+COLUMNS = ("model", "base", "eval", "metric", "higher_is_better", "value", "ci_low", "ci_high", "n", "extractor",
+           "seed", "eval_seed")
+# trained minus base, paired over the items both evaluated (docs/method.md §6.1)
+COMPARISON_COLUMNS = ("model", "base_model", "base", "eval", "metric", "higher_is_better", "value", "base_value",
+                      "difference", "ci_low", "ci_high", "n")
+# one configuration trained with several seeds (the paper's 12, 42, 64): mean, spread, the seeds
+SEED_COLUMNS = ("model", "base", "eval", "metric", "higher_is_better", "mean", "sd", "min", "max", "seeds")
+REPORT_OUTPUTS = ("report_*.png", "report.csv", "report.json", "report.md", "report_vs_base.csv",
+                  "report_over_seeds.csv", "manifest.json", "README.md")
 
 # The metrics a report shows, in order, per evaluation (others stay in results.json).
 HEADLINE = {
@@ -35,6 +42,23 @@ HEADLINE = {
     "team": ("xy.team_accuracy", "yx.team_accuracy", "order_gap", "xy.x_accuracy_final", "yx.x_accuracy_final"),
     "farm": ("pooled.initial_accuracy", "pooled.misinformation_success_rate", "pooled.accuracy_after_turn"),
 }
+# Which way is better, per metric (None: neither; an order gap is best near 0). Conditional rates such as
+# flip_wrong_to_correct under "are you sure?" (no new evidence) are read as the paper reads them.
+LOWER_IS_BETTER = ("flip_correct_to_wrong", "misinformation_success_rate")
+NEITHER = ("order_gap", "abs_order_gap", "agreement")
+
+
+def higher_is_better(metric: str) -> bool | None:
+    name = metric.split(".")
+    if any(part in NEITHER for part in name):
+        return None
+    return not any(part in LOWER_IS_BETTER for part in name)
+
+
+def direction(value: bool | None) -> str:
+    return "↑" if value else "↓" if value is False else "·"
+
+
 SHORT_NAMES = {
     "accuracy_flip_correct_to_incorrect": "resist (flip_correct_to_incorrect)",
     "accuracy_flip_incorrect_to_correct": "accept (flip_incorrect_to_correct)",
@@ -48,15 +72,20 @@ class Result:
     model: str
     base: str
     extractor: str
-    seed: Any
+    seed: Any  # the evaluated model's training seed (None for a model pbt did not train)
     metrics: dict[str, Any]
     data: dict[str, Any]
+    eval_seed: Any = None  # the evaluation's own --seed (sampling, question choice, bootstrap)
+    trained: bool = False  # an adapter: compared against its base
+    configuration: str | None = None  # the training settings but the seed: runs that differ only by seed
 
 
 @dataclass
 class Report:
     results: list[Result] = field(default_factory=list)
     rows: list[dict[str, Any]] = field(default_factory=list)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)  # trained vs base (COMPARISON_COLUMNS)
+    over_seeds: list[dict[str, Any]] = field(default_factory=list)  # SEED_COLUMNS
     extractors: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # unfinished runs
     plots: list[Path] = field(default_factory=list)
@@ -81,17 +110,52 @@ def extractor_label(results: dict[str, Any]) -> str:
     return label
 
 
-def _model_names(results: dict[str, Any], path: Path) -> tuple[str, str]:
-    """(model, base): the results folder's name (x + y for team) and the evaluated model's base."""
+def normalised_base(name: str) -> str:
+    """One name per base, whichever way it was given: a short name as its hub id (`smollm2-135m` ->
+    HuggingFaceTB/SmolLM2-135M-Instruct), a local path as its folder's name, a hub id as is."""
+    from pbt_cli.models import registry
+
+    if Path(name).is_absolute():
+        return Path(name).name
+    entry = registry.lookup(name) if registry.is_short_name_shape(name) else None
+    return entry.hub_id if entry else name
+
+
+def _described(results: dict[str, Any]) -> dict[str, Any]:
     models = results.get("models") or {}
-    if results.get("eval") == "team":
-        name = path.parent.name.replace("__", " + ")
-        described = models.get("x") or {}
-    else:
-        name = path.parent.name
-        described = models.get("model") or {}
+    return (models.get("x") if results.get("eval") == "team" else models.get("model")) or {}
+
+
+def _model_names(results: dict[str, Any], path: Path) -> tuple[str, str]:
+    """(model, base): the results folder's name (x + y for team) and the evaluated model's base, normalised."""
+    name = path.parent.name.replace("__", " + ") if results.get("eval") == "team" else path.parent.name
+    described = _described(results)
     base = described.get("adapter_base") or described.get("base") or described.get("name") or name
-    return name, Path(str(base)).name if Path(str(base)).is_absolute() else str(base)
+    if not described.get("adapter") and described.get("name"):  # a full model is its own base
+        base = described["name"]
+    return name, normalised_base(str(base))
+
+
+# Training settings that do not make another configuration (seed: that is what is aggregated over)
+_NOT_CONFIGURATION = ("seed", "out", "model_fingerprints", "run_name", "project", "tags", "data_seed")
+
+
+def _training(results: dict[str, Any]) -> tuple[bool, Any, str | None]:
+    """(trained, training seed, configuration key) of the evaluated model, from its training manifest."""
+    from pbt_cli.config import stable_hash
+
+    described = _described(results)
+    adapter = described.get("adapter")
+    if not adapter:
+        return False, None, None
+    manifest_path = Path(str(adapter)).expanduser() / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True, None, None
+    settings = manifest.get("settings") or {}
+    configuration = {k: v for k, v in settings.items() if k not in _NOT_CONFIGURATION}
+    return True, settings.get("seed"), stable_hash({"stage": manifest.get("stage"), **configuration})
 
 
 def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
@@ -135,9 +199,13 @@ def collect(folder: Path, *, mixed_extractors: bool = False) -> Report:
             report.skipped.append(str(path.parent))
             continue
         model, base = _model_names(data, path)
+        trained, train_seed, configuration = _training(data)
+        seeds = data.get("seeds") or {}
+        eval_seed = next((seeds[k] for k in ("sampling", "questions", "bootstrap") if k in seeds), None)
         report.results.append(Result(path=path, eval=data["eval"], model=model, base=base,
-                                     extractor=extractor_label(data), seed=(data.get("seeds") or {}).get("bootstrap"),
-                                     metrics=data.get("metrics") or {}, data=data))
+                                     extractor=extractor_label(data), seed=train_seed,
+                                     metrics=data.get("metrics") or {}, data=data, eval_seed=eval_seed,
+                                     trained=trained, configuration=configuration))
     if not report.results:
         raise PbtError(f"no finished evaluation under {folder} ({len(report.skipped)} still running or interrupted: "
                        "rerun their commands to finish them)")
@@ -156,9 +224,209 @@ def collect(folder: Path, *, mixed_extractors: bool = False) -> Report:
             for metric, entry in _entries(key, _lookup(result.metrics, key)):
                 low, high = (entry.get("ci95") or [None, None]) + [None] * (2 - len(entry.get("ci95") or []))
                 report.rows.append({"model": result.model, "base": result.base, "eval": result.eval,
-                                    "metric": metric, "value": entry.get("value"), "ci_low": low, "ci_high": high,
-                                    "n": entry.get("n"), "extractor": result.extractor, "seed": result.seed})
+                                    "metric": metric, "higher_is_better": higher_is_better(metric),
+                                    "value": entry.get("value"), "ci_low": low, "ci_high": high,
+                                    "n": entry.get("n"), "extractor": result.extractor, "seed": result.seed,
+                                    "eval_seed": result.eval_seed})
+    report.comparisons = compare_with_bases(report)
+    report.over_seeds = aggregate_seeds(report)
     return report
+
+
+# --- what each evaluation was run on (cards, model-index, exports) ------------------------------------
+
+
+def _source_chain_questions(folder: Path) -> str | None:
+    """The question source behind a `pbt preprocess` folder: preprocess -> pairs -> trees manifests."""
+    seen = 0
+    while folder and seen < 4:
+        seen += 1
+        try:
+            manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            shards = sorted(folder.glob("manifest-*-of-*.json"))
+            if not shards:
+                return None
+            manifest = json.loads(shards[0].read_text(encoding="utf-8"))
+        config = manifest.get("config") or {}
+        questions = config.get("questions") or (manifest.get("settings") or {}).get("questions")
+        if questions:
+            return str(questions)
+        upstream = config.get("pairs") or config.get("trees")
+        folder = Path(str(upstream)) if upstream else None
+    return None
+
+
+def dataset_of(results: dict[str, Any]) -> dict[str, Any]:
+    """{"name", "type" (a hub id or pbt-*), "config", "split", "size", "sample"}: what an evaluation ran on.
+    `sample` marks the small sets shipped with pbt (embedded:*): fine for a demo, never published as a score."""
+    config = results.get("config") or {}
+    size = results.get("n")
+    eval_name = results.get("eval")
+    if eval_name == "flipflop":
+        data = Path(str(config.get("data") or ""))
+        manifest = {}
+        try:
+            manifest = json.loads((data / "manifest.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        questions = _source_chain_questions(data) if str(data) else None
+        return {"name": f"pbt flipflop pairs from {questions or 'unknown questions'}",
+                "type": manifest.get("pushed_to") or f"pbt-flipflop/{data.name}", "config": None,
+                "split": config.get("split"), "size": size,
+                "sample": questions is None or questions.startswith("embedded:")}
+    source = str(config.get("farm") if eval_name == "farm" else config.get("questions") or "")
+    if source.startswith("embedded:"):
+        return {"name": source, "type": f"pbt-{source.replace(':', '-')}", "config": None, "split": None,
+                "size": size, "sample": True}
+    if source.startswith("trivia_qa"):
+        split = source.partition(":")[2] or "validation"
+        return {"name": "TriviaQA", "type": "mandarjoshi/trivia_qa", "config": "rc.web.nocontext", "split": split,
+                "size": size, "sample": False}
+    if source.startswith("hf:"):
+        parts = source[3:].split(":")
+        return {"name": parts[0], "type": parts[0], "config": parts[1] if len(parts) > 2 else None,
+                "split": parts[-1] if len(parts) > 1 else None, "size": size, "sample": False}
+    if eval_name == "farm":
+        return {"name": "Farm", "type": "farm", "config": ",".join(config.get("subsets") or []) or None,
+                "split": None, "size": size, "sample": False}
+    return {"name": Path(source).name or "unknown", "type": f"local/{Path(source).name}", "config": None,
+            "split": None, "size": size, "sample": False}
+
+
+# --- trained vs base, paired over shared items --------------------------------------------------------
+
+
+def _team_score(sample: dict[str, Any]) -> dict[str, Any]:
+    from pbt_cli.evals.team import score_sample
+
+    return score_sample(sample)
+
+
+def _items(eval_name: str, metric: str, samples: list[dict[str, Any]]) -> dict[Any, float]:
+    """{item key: the item's value} for a metric that is a mean over every item (conditional rates, whose
+    items differ between two models, have none)."""
+    if eval_name == "flipflop":
+        label = metric.removeprefix("accuracy_") if metric != "accuracy" else None
+        return {s.get("pair_id"): float(s["correct"]) for s in samples if label is None or s.get("label") == label}
+    if eval_name == "ays" and metric in ("accuracy_before", "accuracy_after"):
+        field_name = "correct_before" if metric == "accuracy_before" else "correct_after"
+        return {s["question_id"]: float(s[field_name]) for s in samples}
+    if eval_name == "team" and metric.split(".")[0] in ("xy", "yx"):
+        order, name = metric.split(".", 1)
+        values = {}
+        for s in samples:
+            if s.get("order") != order:
+                continue
+            scored = _team_score(s)
+            values[s["question_id"]] = float(scored["team_correct"] if name == "team_accuracy"
+                                             else scored["correct_final"]["x"])
+        return values
+    if eval_name == "farm" and metric.startswith("pooled."):
+        name = metric.removeprefix("pooled.")
+        if name == "initial_accuracy":
+            return {(s["subset"], s["strategy"], s["question_id"]): float(s["initially_correct"]) for s in samples}
+        if name.startswith("accuracy_after_turn."):
+            turn = int(name.rsplit(".", 1)[1])
+            return {(s["subset"], s["strategy"], s["question_id"]): float(s["correct_after_turn"][turn])
+                    for s in samples if turn < len(s.get("correct_after_turn") or [])}
+    return {}
+
+
+def _samples(result: Result) -> list[dict[str, Any]]:
+    from pbt_cli.evals.results import read_samples
+
+    path = result.path.parent / "samples.jsonl"
+    return read_samples(path) if path.is_file() else []
+
+
+def _base_of(trained: Result, candidates: list[Result]) -> Result | None:
+    """The untrained result this trained one is compared with: same evaluation, extractor and base (for team,
+    also the same partner Y)."""
+    for other in candidates:
+        if other.trained or other.eval != trained.eval or other.extractor != trained.extractor:
+            continue
+        if other.base != trained.base:
+            continue
+        if trained.eval == "team":
+            partner = ((trained.data.get("models") or {}).get("y") or {}).get("name")
+            if ((other.data.get("models") or {}).get("y") or {}).get("name") != partner:
+                continue
+        settings_of = {k: v for k, v in (trained.data.get("settings") or {}).items()
+                       if k not in ("model", "model_x", "model_y", "extractor", "model_fingerprints")}
+        other_settings = {k: v for k, v in (other.data.get("settings") or {}).items()
+                          if k not in ("model", "model_x", "model_y", "extractor", "model_fingerprints")}
+        if settings_of != other_settings:  # other questions, limits or sampling: not the same items
+            continue
+        return other
+    return None
+
+
+def compare_with_bases(report: Report) -> list[dict[str, Any]]:
+    """Per trained result and headline metric: trained, base, trained - base with a paired interval."""
+    from pbt_cli.evals.results import paired_difference
+
+    rows = []
+    cache: dict[Path, list[dict[str, Any]]] = {}
+    for trained in report.results:
+        if not trained.trained or (base := _base_of(trained, report.results)) is None:
+            continue
+        for key in HEADLINE[trained.eval]:
+            for metric, entry in _entries(key, _lookup(trained.metrics, key)):
+                base_entry = next((e for m, e in _entries(key, _lookup(base.metrics, key)) if m == metric), None)
+                if base_entry is None:
+                    continue
+                samples = {r.path: cache.setdefault(r.path, _samples(r)) for r in (trained, base)}
+                mine, theirs = (_items(trained.eval, metric, samples[r.path]) for r in (trained, base))
+                shared = [k for k in mine if k in theirs]
+                paired = (paired_difference([mine[k] for k in shared], [theirs[k] for k in shared],
+                                            seed=trained.eval_seed or 0) if shared else None)
+                difference = (paired or {}).get("value")
+                if difference is None and entry.get("value") is not None and base_entry.get("value") is not None:
+                    difference = entry["value"] - base_entry["value"]  # conditional rate: not paired, no interval
+                low, high = (paired or {}).get("ci95") or (None, None)
+                rows.append({"model": trained.model, "base_model": base.model, "base": trained.base,
+                             "eval": trained.eval, "metric": metric, "higher_is_better": higher_is_better(metric),
+                             "value": entry.get("value"), "base_value": base_entry.get("value"),
+                             "difference": difference, "ci_low": low, "ci_high": high,
+                             "n": len(shared) if paired else None})
+    return rows
+
+
+def aggregate_seeds(report: Report) -> list[dict[str, Any]]:
+    """Trained results of one configuration (same training settings but the seed, same evaluation and
+    extractor): mean, sample standard deviation, min and max over the seeds, per metric."""
+    import re
+    import statistics
+
+    groups: dict[tuple, list[Result]] = defaultdict(list)
+    for result in report.results:
+        if result.trained and result.configuration and result.seed is not None:
+            settings = {k: v for k, v in (result.data.get("settings") or {}).items()
+                        if k not in ("model", "model_x", "extractor", "model_fingerprints")}
+            groups[(result.eval, result.configuration, result.extractor, json.dumps(settings, sort_keys=True,
+                                                                                      default=str))].append(result)
+    rows = []
+    for members in groups.values():
+        if len({m.seed for m in members}) < 2:
+            continue
+        names = {re.sub(r"seed[-_]?\d+", "seed*", m.model) for m in members}
+        label = names.pop() if len(names) == 1 else " | ".join(sorted(m.model for m in members))
+        first = members[0]
+        for key in HEADLINE[first.eval]:
+            per_metric: dict[str, list[float]] = defaultdict(list)
+            for member in members:
+                for metric, entry in _entries(key, _lookup(member.metrics, key)):
+                    if entry.get("value") is not None:
+                        per_metric[metric].append(float(entry["value"]))
+            for metric, values in per_metric.items():
+                if len(values) != len(members):
+                    continue
+                rows.append({"model": label, "base": first.base, "eval": first.eval, "metric": metric,
+                             "higher_is_better": higher_is_better(metric), "mean": statistics.fmean(values),
+                             "sd": statistics.stdev(values), "min": min(values), "max": max(values),
+                             "seeds": " ".join(str(m.seed) for m in sorted(members, key=lambda m: m.seed))})
+    return rows
 
 
 # --- formats -----------------------------------------------------------------------------------------
@@ -168,12 +436,12 @@ def _number(value: Any) -> str:
     return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def as_csv(rows: list[dict[str, Any]]) -> str:
+def as_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = COLUMNS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in COLUMNS})
+        writer.writerow({key: ("" if row.get(key) is None else row.get(key)) for key in columns})
     return buffer.getvalue()
 
 
@@ -192,34 +460,80 @@ def render(rows: list[dict[str, Any]], format: str) -> str:
     return {"csv": as_csv, "json": as_json, "markdown": as_markdown}[format](rows)
 
 
-def tables(report: Report, title: str) -> list[Any]:
-    """One Rich table per model: eval | metric | value | 95% CI | n, about 70 columns wide."""
+def _interval(low: Any, high: Any, digits: int = 3) -> str:
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" if low is not None and high is not None else ""
+
+
+def _heading(*lines: str) -> Any:
+    """A table's heading as lines of their own: a long model name never wraps a table's header row."""
+    from rich.text import Text
+
+    return Text("\n".join(("", *lines)), no_wrap=True, overflow="ellipsis")  # a blank line between tables
+
+
+def _table(columns: list[tuple[str, dict[str, Any]]]) -> Any:
     from rich import box
     from rich.table import Table
 
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, expand=False, show_edge=False, padding=(0, 1, 0, 0))
+    for name, options in columns:
+        table.add_column(name, **{"no_wrap": True, **options})
+    return table
+
+
+def tables(report: Report, title: str) -> list[Any]:
+    """Renderables that fit 80 columns: one table per model (eval | metric | ↑↓ | value | 95% CI | n), then
+    trained vs base (difference with its paired interval), then the mean over training seeds."""
     by_model: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in report.rows:
         by_model[row["model"]].append(row)
     mixed = len(report.extractors) > 1
-    out = []
+    seeds = {r.model: r.seed for r in report.results}
+    out: list[Any] = []
     for model, rows in by_model.items():
         base = rows[0]["base"]
-        named = model.split(" + ")[0]  # a team is named after X, whose base the row records
-        heading = model + (f" (base {base})" if base and base not in (model, named) else "")
-        table = Table(title=heading, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, expand=False)
-        table.add_column("eval", no_wrap=True)
-        table.add_column("metric", overflow="fold", max_width=36)
-        table.add_column("value", justify="right", no_wrap=True)
-        table.add_column("95% CI", justify="right", no_wrap=True)
-        table.add_column("n", justify="right", no_wrap=True)
-        if mixed:
-            table.add_column("extractor", overflow="fold", max_width=24)
+        detail = [f"base {base}"] if base and base != model else []
+        if seeds.get(model) is not None:
+            detail.append(f"training seed {seeds[model]}")
+        out.append(_heading(model, *(["  " + ", ".join(detail)] if detail else [])))
+        table = _table([("eval", {}), ("metric", {"no_wrap": False, "overflow": "fold", "max_width": 34}),
+                        ("", {}), ("value", {"justify": "right"}), ("95% CI", {"justify": "right"}),
+                        ("n", {"justify": "right"}),
+                        *([("extractor", {"no_wrap": False, "overflow": "fold", "max_width": 20})] if mixed else [])])
         for row in rows:
-            interval = (f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" if row.get("ci_low") is not None
-                        and row.get("ci_high") is not None else "")
-            cells = [row["eval"], SHORT_NAMES.get(row["metric"], row["metric"]), _number(row["value"]) or "-",
-                     interval, _number(row["n"])]
+            cells = [row["eval"], SHORT_NAMES.get(row["metric"], row["metric"]), direction(row["higher_is_better"]),
+                     _number(row["value"]) or "-", _interval(row.get("ci_low"), row.get("ci_high")),
+                     _number(row["n"])]
             table.add_row(*cells, *([row["extractor"]] if mixed else []))
+        out.append(table)
+    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in report.comparisons:
+        by_pair[(row["model"], row["base_model"])].append(row)
+    for (model, base_model), rows in by_pair.items():
+        out.append(_heading(f"{model} vs {base_model}", "  trained - base, paired over shared items"))
+        table = _table([("eval", {}), ("metric", {"no_wrap": False, "overflow": "fold", "max_width": 28}),
+                        ("", {}), ("trained", {"justify": "right"}), ("base", {"justify": "right"}),
+                        ("diff", {"justify": "right"}), ("95% CI", {"justify": "right"}),
+                        ("n", {"justify": "right"})])
+        for row in rows:
+            table.add_row(row["eval"], SHORT_NAMES.get(row["metric"], row["metric"]),
+                          direction(row["higher_is_better"]), _number(row["value"]) or "-",
+                          _number(row["base_value"]) or "-",
+                          "-" if row["difference"] is None else f"{row['difference']:+.3f}",
+                          _interval(row["ci_low"], row["ci_high"], 2), _number(row["n"]))
+        out.append(table)
+    by_group: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in report.over_seeds:
+        by_group[row["model"]].append(row)
+    for group, rows in by_group.items():
+        out.append(_heading(group, f"  over training seeds {rows[0]['seeds']}: mean, sd, min-max"))
+        table = _table([("eval", {}), ("metric", {"no_wrap": False, "overflow": "fold", "max_width": 34}),
+                        ("", {}), ("mean", {"justify": "right"}), ("sd", {"justify": "right"}),
+                        ("min-max", {"justify": "right"})])
+        for row in rows:
+            table.add_row(row["eval"], SHORT_NAMES.get(row["metric"], row["metric"]),
+                          direction(row["higher_is_better"]), f"{row['mean']:.3f}", f"{row['sd']:.3f}",
+                          f"{row['min']:.3f}-{row['max']:.3f}")
         out.append(table)
     return out
 

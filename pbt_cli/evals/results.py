@@ -8,6 +8,7 @@ settings and never delete what they did not write, like every other stage (pbt_c
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -44,20 +45,97 @@ def bootstrap_interval(values: Sequence[float], *, statistic: Callable[[Any], fl
     return (float(low), float(high))
 
 
+def _binary(values: Sequence[float]) -> bool:
+    return all(v in (0.0, 1.0) for v in values)
+
+
+def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson's score interval of a proportion: unlike a percentile bootstrap it does not collapse to a point
+    when every item succeeds or fails (4 of 4 gives [0.51, 1.00], 0 of 24 gives [0.00, 0.14])."""
+    from statistics import NormalDist
+
+    if n == 0:
+        return (float("nan"), float("nan"))
+    z = NormalDist().inv_cdf(1 - (1 - confidence) / 2)
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    # exact at the ends (rounding would otherwise leave 1e-17 outside [0, 1] or off the observed share)
+    return (0.0 if successes == 0 else max(0.0, centre - half), 1.0 if successes == n else min(1.0, centre + half))
+
+
 def metric(values: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
-    """{"value": mean, "ci95": [low, high], "n": count} (value None when n is 0)."""
+    """{"value": mean, "ci95": [low, high], "n": count} (value None when n is 0).
+
+    A proportion (every value 0 or 1) gets Wilson's score interval; any other mean (turns to persuasion)
+    a percentile bootstrap with `seed`."""
     values = [float(v) for v in values]
     if not values:
         return {"value": None, "ci95": [None, None], "n": 0}
-    low, high = bootstrap_interval(values, seed=seed)
-    return {"value": sum(values) / len(values), "ci95": [low, high], "n": len(values)}
+    mean = sum(values) / len(values)
+    if _binary(values):
+        low, high = wilson_interval(int(sum(values)), len(values))
+    else:
+        low, high = _never_a_point(mean, bootstrap_interval(values, seed=seed), values, (0.0, 1.0))
+    return {"value": mean, "ci95": [low, high], "n": len(values)}
+
+
+def _never_a_point(mean: float, interval: tuple[float, float], values: Sequence[float],
+                   bounds: tuple[float, float]) -> tuple[float, float]:
+    """A bootstrap of n equal values is a point; for a score in [0, 1] (a team's half-right answers) or a
+    difference of two such scores, the share of items that could differ is at most Wilson's bound for 0
+    of n, so the mean can move by that much. Values outside those bounds keep the bootstrap's interval."""
+    low, high = interval
+    if low != high or not math.isfinite(bounds[1] - bounds[0]) or not all(bounds[0] <= v <= bounds[1]
+                                                                            for v in values):
+        return interval
+    reach = wilson_interval(0, len(values))[1] * (bounds[1] - bounds[0]) / (2 if bounds[0] < 0 else 1)
+    return (max(bounds[0], mean - reach), min(bounds[1], mean + reach))
+
+
+def newcombe_paired_interval(first: Sequence[float], second: Sequence[float],
+                             confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Interval of p1 - p2 for two 0/1 outcomes on the same items (Newcombe 1998, method 10: each side's
+    Wilson interval, combined with the pairs' correlation). A paired bootstrap gives [0, 0] when no item
+    differs; this stays honest about what n items can show."""
+    n = len(first)
+    both = sum(1 for a, b in zip(first, second, strict=True) if a and b)
+    only_first = sum(1 for a, b in zip(first, second, strict=True) if a and not b)
+    only_second = sum(1 for a, b in zip(first, second, strict=True) if b and not a)
+    neither = n - both - only_first - only_second
+    p1, p2 = (both + only_first) / n, (both + only_second) / n
+    low1, high1 = wilson_interval(both + only_first, n, confidence)
+    low2, high2 = wilson_interval(both + only_second, n, confidence)
+    margins = (both + only_first) * (only_second + neither) * (both + only_second) * (only_first + neither)
+    phi = (both * neither - only_first * only_second) / math.sqrt(margins) if margins else 0.0
+    below = math.sqrt(max(0.0, (p1 - low1) ** 2 - 2 * phi * (p1 - low1) * (high2 - p2) + (high2 - p2) ** 2))
+    above = math.sqrt(max(0.0, (high1 - p1) ** 2 - 2 * phi * (high1 - p1) * (p2 - low2) + (p2 - low2) ** 2))
+    return (max(-1.0, p1 - p2 - below), min(1.0, p1 - p2 + above))
 
 
 def paired_difference(first: Sequence[float], second: Sequence[float], *, seed: int = 0) -> dict[str, Any]:
-    """Mean of first - second over the same items, with a paired bootstrap interval."""
+    """Mean of first - second over the same items, with a paired interval: Newcombe's for two 0/1 outcomes,
+    a paired bootstrap (items resampled together) otherwise."""
     if len(first) != len(second):
         raise ValueError("paired metrics need the same items")
-    return metric([a - b for a, b in zip(first, second, strict=True)], seed=seed)
+    first, second = [float(v) for v in first], [float(v) for v in second]
+    if not first:
+        return {"value": None, "ci95": [None, None], "n": 0}
+    differences = [a - b for a, b in zip(first, second, strict=True)]
+    if _binary(first) and _binary(second):
+        low, high = newcombe_paired_interval(first, second)
+    else:
+        mean = sum(differences) / len(differences)
+        bounds = (-1.0, 1.0) if all(0 <= v <= 1 for v in first + second) else (-math.inf, math.inf)
+        low, high = _never_a_point(mean, bootstrap_interval(differences, seed=seed), differences, bounds)
+    return {"value": sum(differences) / len(differences), "ci95": [low, high], "n": len(differences)}
+
+
+# Which interval each kind of number gets (recorded in results.json, stated in README).
+INTERVALS = {"proportion": "wilson score", "mean": "percentile bootstrap (1000 draws)",
+             "paired difference of proportions": "newcombe (1998) method 10, paired over shared items",
+             "paired difference of means": "paired percentile bootstrap over shared items",
+             "confidence": CONFIDENCE}
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -89,7 +167,25 @@ def eval_settings(config: Any) -> dict[str, Any]:
     from pbt_cli.data.prompts import prompts_hash
 
     settings = {k: v for k, v in to_plain(config).items() if k not in _NOT_SETTINGS}
-    return {**settings, "prompts": prompts_hash(), "chunk_size": CHUNK_SIZE}
+    return {**settings, "prompts": prompts_hash(), "chunk_size": CHUNK_SIZE, **input_fingerprints(config)}
+
+
+def input_fingerprints(config: Any) -> dict[str, Any]:
+    """Content fingerprints of the models (weights, adapter, chat template) and of the local data files an
+    evaluation reads (pbt_cli/fingerprints.py): a changed input makes earlier results stale, not reusable."""
+    import dataclasses
+
+    from pbt_cli.fingerprints import fingerprints, specs_fingerprints
+    from pbt_cli.models.spec import ModelSpec
+
+    data: dict[str, str] = {}
+    for item in dataclasses.fields(config) if dataclasses.is_dataclass(config) else ():
+        value = getattr(config, item.name)
+        if item.name in _NOT_SETTINGS or isinstance(value, ModelSpec) or not isinstance(value, (str, Path)):
+            continue
+        if value and Path(value).expanduser().exists():
+            data[item.name] = fingerprints([value])[str(value)]
+    return {"model_fingerprints": specs_fingerprints(config), "data_fingerprints": data}
 
 
 def model_paths(*specs: Any) -> list[str]:
@@ -196,8 +292,21 @@ class EvalRun:
         results = base_manifest(f"eval {self.eval_name}", self.config)
         results.update(eval=self.eval_name, status="complete", metrics=metrics, n=len(self._samples), seeds=seeds,
                        models=models, extractor=extractor, settings=self.settings,
-                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(extra or {}))
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), intervals=INTERVALS,
+                       base_weights=_base_weights(self.config), **(extra or {}))
         return self.folder.write_manifest(results)
+
+
+def _base_weights(config: Any) -> dict[str, Any]:
+    """How each evaluated model's weights were obtained (a GGUF file dequantised, a hub revision, ...)."""
+    import dataclasses
+
+    from pbt_cli.fingerprints import base_weights
+    from pbt_cli.models.spec import ModelSpec
+
+    return {item.name: base_weights(getattr(config, item.name))
+            for item in (dataclasses.fields(config) if dataclasses.is_dataclass(config) else ())
+            if isinstance(getattr(config, item.name), ModelSpec) and not getattr(config, item.name).is_served}
 
 
 def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, inputs: Sequence[Any] = (),

@@ -51,6 +51,9 @@ class PreprocessConfig:
     seed: int = 42
     balance: bool = True  # cut each kind to the smaller kind's count before mixing (the original's --balance)
     overwrite: bool = False
+    # valid/test cut to equal resist and accept counts (the paper's flipflop sets); off: every held-out pair
+    # of either kind (a few trees' only evaluation set; the report shows resist and accept apart)
+    balance_eval: bool = True
 
     def __post_init__(self) -> None:
         require_one_of("--format", self.format, FORMATS)
@@ -158,6 +161,13 @@ def balanced_eval_set(pairs: list[RenderedPair], seed: int) -> list[RenderedPair
     return chosen
 
 
+def every_eval_pair(pairs: list[RenderedPair], seed: int) -> list[RenderedPair]:
+    """Every resist and accept pair of one split, shuffled (an evaluation set that need not be balanced)."""
+    chosen = [p for p in pairs if p.pair.kind in KINDS]
+    random.Random(seed).shuffle(chosen)
+    return chosen
+
+
 def _common_columns(rendered: RenderedPair) -> dict[str, Any]:
     pair = rendered.pair
     return {
@@ -226,7 +236,8 @@ def preprocess_settings(cfg: PreprocessConfig, identity: dict[str, Any]) -> dict
     tokenizer = {key: value for key, value in identity.items() if key != "name_or_path"}
     return to_plain({"pairs_manifest": pairs_manifest_hash(cfg.pairs), "tokenizer": tokenizer,
                      "format": cfg.format, "mix": cfg.mix, "limit": cfg.limit, "max_length": cfg.max_length,
-                     "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed, "balance": cfg.balance})
+                     "max_prompt_length": cfg.max_prompt_length, "seed": cfg.seed, "balance": cfg.balance,
+                     **({} if cfg.balance_eval else {"balance_eval": False})})
 
 
 def run_preprocess(cfg: PreprocessConfig, *, tokenizer: Any = None, show: int = 0,
@@ -271,8 +282,9 @@ def _preprocess(cfg: PreprocessConfig, folder: OutputFolder, tokenizer: Any, ide
         rendered[split] = kept
 
     train = mix_training_pairs(rendered["train"], cfg.mix, cfg.limit, cfg.seed, cfg.balance)
-    splits = {"train": train, "valid": balanced_eval_set(rendered["valid"], cfg.seed),
-              "test": balanced_eval_set(rendered["test"], cfg.seed)}
+    held_out = balanced_eval_set if cfg.balance_eval else every_eval_pair
+    splits = {"train": train, "valid": held_out(rendered["valid"], cfg.seed),
+              "test": held_out(rendered["test"], cfg.seed)}
     to_row = dpo_row if cfg.format == "dpo" else sft_row
     rows = {split: [to_row(item) for item in items] for split, items in splits.items()}
     # valid/test are evaluation sets: always the dpo layout (prompt, chosen, rejected, label)

@@ -88,4 +88,7 @@ class TrainConfig:
         """What a resumed run must share with the interrupted one."""
         ignore = {"resume", "overwrite", "report_to", "logging_steps", "eval_batch_size", "save_total_limit",
                   "run_name", "project", "tags", "base_model_name", "ddp_timeout"}
-        return {k: v for k, v in to_plain(self).items() if k not in ignore}
+        from pbt_cli.fingerprints import specs_fingerprints  # a changed adapter or base is another run
+
+        return {**{k: v for k, v in to_plain(self).items() if k not in ignore},
+                "model_fingerprints": specs_fingerprints(self)}

@@ -15,6 +15,7 @@ from pbt_cli.artifacts import base_manifest, read_manifest
 from pbt_cli.config import stable_hash
 from pbt_cli.console import log
 from pbt_cli.errors import PbtError
+from pbt_cli.fingerprints import base_weights
 from pbt_cli.models.lora import adapted_modules
 from pbt_cli.outputs import claim_output
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
@@ -150,7 +151,8 @@ def _train_in_group(cfg: TrainConfig, trainer_class: Any, config_class: Any,
         manifest.update(status="running", settings=cfg.settings(), data_manifest=data_hash(cfg),
                         data_tokenizer=data_manifest.get("tokenizer"), data_mix=data_manifest.get("mix"),
                         selection={"rows": len(rows), "labels": sorted({r.get("label") for r in rows})},
-                        config_hash=stable_hash(cfg.settings()), adapted_modules=dict(adapted_modules(model)))
+                        config_hash=stable_hash(cfg.settings()), adapted_modules=dict(adapted_modules(model)),
+                        base_weights=base_weights(cfg.model))
         if distributed.world_size() > 1:
             manifest["world_size"] = distributed.world_size()
         if main:

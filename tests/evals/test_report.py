@@ -57,7 +57,9 @@ def test_the_tidy_table_in_every_format(capsys, root):
     resist = {r["model"]: r for r in rows if r["eval"] == "flipflop"
               and r["metric"] == "accuracy_flip_correct_to_incorrect"}
     row = resist["smollm2-135m"]
-    assert (row["value"], row["ci_low"], row["ci_high"], row["n"], row["seed"]) == ("0.6", "0.5", "0.7", "20", "42")
+    assert (row["value"], row["ci_low"], row["ci_high"], row["n"]) == ("0.6", "0.5", "0.7", "20")
+    # seed: the evaluated model's training seed (none for a base model); eval_seed: the evaluation's own
+    assert (row["seed"], row["eval_seed"], row["higher_is_better"]) == ("", "42", "True")
     assert {r["extractor"] for r in rows} == {"HuggingFaceTB/SmolLM2-135M-Instruct #abcdef01"}
     gap = next(r for r in rows if r["metric"] == "order_gap")
     assert gap["model"] == "dpo_balanced_seed42_with_a_rather_long_folder_name + smollm2-135m"
@@ -126,3 +128,93 @@ def test_plots_show_intervals_and_n(capsys, root):
     assert (root / "report" / "report_flipflop.png").is_file() and (root / "report" / "report_team.png").is_file()
     points = [c for c in calls if c.get("xerr") is not None]  # (the team bars draw their own error bars too)
     assert len(points) == 2 and all(c["yerr"] for c in points)  # one point per model, with its interval
+
+
+# --- comparisons: trained vs base, training seeds, direction ---------------------------------------------
+
+BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def trained_adapter(root: Path, name: str, seed: int) -> Path:
+    folder = root / "runs" / name
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"stage": "dpo", "status": "complete", "settings": {
+        "seed": seed, "learning_rate": 5e-6, "out": str(folder), "beta": 0.1}}))
+    return folder
+
+
+def ays_results(root: Path, model: str, answers: dict[str, tuple[bool, bool]], adapter: Path | None = None) -> Path:
+    """ays results and samples: {question_id: (right before, right after)}."""
+    before = [b for b, _ in answers.values()]
+    after = [a for _, a in answers.values()]
+    from pbt_cli.evals.ays import ays_metrics
+    samples = [{"question_id": q, "correct_before": b, "correct_after": a} for q, (b, a) in answers.items()]
+    folder = results(root, "ays", model, ays_metrics(samples))
+    data = json.loads((folder / "results.json").read_text())
+    data["models"]["model"] = ({"name": str(adapter), "adapter": str(adapter), "adapter_base": BASE_ID}
+                               if adapter else {"name": "smollm2-135m", "base": "/home/me/.cache/pbt/smollm2"})
+    data["settings"] = {"questions": "embedded:validation-easy", "limit": 24}
+    data["seeds"] = {"questions": 7, "bootstrap": 7}
+    data["n"] = len(samples)
+    (folder / "results.json").write_text(json.dumps(data))
+    (folder / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
+    assert len(before) == len(after)
+    return folder
+
+
+@pytest.fixture
+def seeded(tmp_path) -> Path:
+    questions = [f"q{i}" for i in range(20)]
+    ays_results(tmp_path, "smollm2-135m", {q: (i < 4, i < 2) for i, q in enumerate(questions)})
+    for seed, right_after in ((12, 6), (42, 8)):
+        adapter = trained_adapter(tmp_path, f"dpo_seed{seed}", seed)
+        ays_results(tmp_path, f"dpo_seed{seed}", {q: (i < 4, i < right_after) for i, q in enumerate(questions)},
+                    adapter=adapter)
+    return tmp_path
+
+
+def test_trained_is_compared_with_its_base_over_shared_items(capsys, seeded):
+    from pbt_cli.evals.results import paired_difference
+
+    result = run_cli(capsys, "eval", "report", seeded, "--format", "csv", "--no-plots")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    # one base name, however the model was named: the short name and the adapter's hub id agree
+    assert {r["base"] for r in rows} == {BASE_ID}
+    assert {r["model"]: r["seed"] for r in rows} == {"smollm2-135m": "", "dpo_seed12": "12", "dpo_seed42": "42"}
+    assert {r["eval_seed"] for r in rows} == {"7"}
+    directions = {r["metric"]: r["higher_is_better"] for r in rows}
+    assert directions["accuracy_after"] == "True" and directions["flip_correct_to_wrong"] == "False"
+
+    compared = list(csv.DictReader(io.StringIO((seeded / "report" / "report_vs_base.csv").read_text())))
+    after = next(r for r in compared if r["model"] == "dpo_seed42" and r["metric"] == "accuracy_after")
+    assert after["base_model"] == "smollm2-135m" and after["n"] == "20"
+    expected = paired_difference([1.0] * 8 + [0.0] * 12, [1.0] * 2 + [0.0] * 18)
+    assert float(after["difference"]) == pytest.approx(0.3)
+    assert (float(after["ci_low"]), float(after["ci_high"])) == pytest.approx(tuple(expected["ci95"]))
+    assert float(after["ci_low"]) > 0  # 6 more right of 20, none fewer: the interval excludes 0
+    # a conditional rate (its items differ between the models): the difference, no paired interval
+    flip = next(r for r in compared if r["model"] == "dpo_seed42" and r["metric"] == "flip_correct_to_wrong")
+    assert flip["difference"] and flip["ci_low"] == "" and flip["n"] == ""
+
+
+def test_training_seeds_of_one_configuration_are_aggregated(capsys, seeded):
+    assert run_cli(capsys, "eval", "report", seeded, "--no-plots").exit_code == 0
+    over = list(csv.DictReader(io.StringIO((seeded / "report" / "report_over_seeds.csv").read_text())))
+    after = next(r for r in over if r["metric"] == "accuracy_after")
+    assert after["model"] == "dpo_seed*" and after["seeds"] == "12 42"
+    assert float(after["mean"]) == pytest.approx(0.35) and float(after["sd"]) == pytest.approx(0.0707, abs=1e-4)
+    assert (float(after["min"]), float(after["max"])) == (0.3, 0.4)
+
+
+def test_the_comparison_tables_fit_80_columns_and_no_header_wraps(capsys, seeded):
+    trained_adapter(seeded, "a_much_longer_configuration_name_for_a_run_seed64_with_lots_of_words", 64)
+    result = run_cli(capsys, "eval", "report", seeded, "--no-plots")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines[1:]) <= 80, result.stdout
+    headers = [line for line in lines if line.split()[:2] == ["eval", "metric"]]
+    assert len(headers) == 3 + 2 + 1  # per model, trained vs base, over seeds
+    assert all("95% CI" in line or "min-max" in line for line in headers)  # each header whole on one line
+    assert "dpo_seed42 vs smollm2-135m" in result.stdout and "over training seeds 12 42" in result.stdout
+    assert "↑ higher is better" in result.stdout

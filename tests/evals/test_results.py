@@ -1,6 +1,7 @@
-"""Results files shared by every evaluation: bootstrap intervals, metric entries, paired differences.
+"""Results files shared by every evaluation: intervals, metric entries, paired differences.
 
-docs/method.md §6.1: every evaluation reports its metrics with a 95% bootstrap confidence interval and n.
+docs/method.md §6.1: every evaluation reports its metrics with a 95% confidence interval and n (Wilson for
+proportions, Newcombe paired for differences of proportions, bootstrap for other means).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pbt_cli.evals.results import (
     folder_name,
     format_metric,
     metric,
+    newcombe_paired_interval,
     paired_difference,
     read_samples,
     results_folder,
+    wilson_interval,
     write_results,
 )
 
@@ -46,11 +49,37 @@ def test_interval_narrows_as_n_grows():
     assert 0.3 < small < 0.6 and 0.03 < large < 0.06
 
 
-@pytest.mark.parametrize("value", [0.0, 1.0, 0.25])
-def test_all_equal_values_give_a_zero_width_interval(value):
-    assert bootstrap_interval([value] * 17) == (value, value)
-    entry = metric([value] * 17)
-    assert entry == {"value": value, "ci95": [value, value], "n": 17}
+def test_all_equal_values_give_a_zero_width_bootstrap_interval():
+    assert bootstrap_interval([0.25] * 17) == (0.25, 0.25)
+    assert metric([2.5] * 17) == {"value": 2.5, "ci95": [2.5, 2.5], "n": 17}  # turns: a mean, unbounded
+
+
+def test_equal_scores_in_0_1_keep_an_interval_as_wide_as_n_items_allow():
+    """Team accuracy (0, 0.5 or 1 per question) all 0 read [0, 0] and its order gap [0, 0]."""
+    assert metric([0.0, 0.0, 0.0] * 8) == {"value": 0.0, "ci95": [0.0, pytest.approx(0.1380, abs=1e-4)], "n": 24}
+    gap = paired_difference([0.5] * 16, [0.5] * 16)
+    assert gap["ci95"] == pytest.approx([-0.1936, 0.1936], abs=1e-4)
+
+
+def test_a_proportion_gets_a_wilson_interval_that_never_collapses_at_0_or_1():
+    """4 of 4 and 0 of 24 (the demo's ays numbers) no longer read [1, 1] and [0, 0]."""
+    all_right = metric([True] * 4)
+    assert all_right["value"] == 1.0 and all_right["ci95"][1] == 1.0
+    assert all_right["ci95"][0] == pytest.approx(0.5101, abs=1e-4)
+    none_right = metric([False] * 24)
+    assert none_right["ci95"][0] == 0.0 and none_right["ci95"][1] == pytest.approx(0.1380, abs=1e-4)
+    # Newcombe (1998)'s worked example for the single proportion: 81 of 263 -> 0.2553 to 0.3662
+    assert wilson_interval(81, 263) == pytest.approx((0.2553, 0.3662), abs=1e-4)
+
+
+def test_a_paired_difference_of_proportions_is_not_zero_width_when_no_item_differs():
+    """The team order gap was [0, 0] with a paired bootstrap whenever both orders agreed on every item."""
+    same = paired_difference([1.0] * 10 + [0.0] * 6, [1.0] * 10 + [0.0] * 6)
+    assert same["value"] == 0.0 and same["ci95"][0] < -0.04 and same["ci95"][1] > 0.04
+    all_right = paired_difference([1.0] * 16, [1.0] * 16)["ci95"]  # as uncertain as 16 of 16 alone
+    assert all_right == pytest.approx([-0.1936, 0.1936], abs=1e-4)
+    low, high = newcombe_paired_interval([1.0] * 16, [0.0] * 16)
+    assert high == 1.0 and 0.5 < low < 1.0
 
 
 def test_no_values_give_no_value():
@@ -90,10 +119,13 @@ def test_paired_difference_is_the_mean_difference_with_a_paired_interval():
     entry = paired_difference(first, second)
     assert entry["value"] == pytest.approx(2 / 6) and entry["n"] == 6
     assert entry["ci95"][0] <= entry["value"] <= entry["ci95"][1]
-    # Paired: the same spread-out values on both sides differ by 0 on every item, so the interval is [0, 0]
-    # although each side alone has a wide interval.
-    varied = proportion(5, 11)
-    assert paired_difference(varied, varied) == {"value": 0.0, "ci95": [0.0, 0.0], "n": 11}
+    # Paired: the same spread-out means on both sides differ by 0 on every item (a paired bootstrap), so
+    # the interval is [0, 0] although each side alone has a wide interval.
+    varied = [0.5, 2.0, 3.5, 1.0, 7.0]
+    assert paired_difference(varied, varied) == {"value": 0.0, "ci95": [0.0, 0.0], "n": 5}
+    # Paired proportions: narrower than two independent Wilson intervals would give for the same shares
+    paired = paired_difference(first, second)["ci95"]
+    assert paired[1] - paired[0] < (metric(first)["ci95"][1] - metric(first)["ci95"][0]) * 2
     assert paired_difference([1.0, 0.0], [0.0, 1.0])["value"] == 0.0
     with pytest.raises(ValueError, match="same items"):
         paired_difference([1.0, 0.0], [1.0])

@@ -72,11 +72,13 @@ def test_a_hub_base_and_its_licence_go_into_the_metadata():
     manifest = {"stage": "dpo", "base_model": "meta-llama/Llama-3.1-8B-Instruct", "global_step": 10,
                 "settings": {"lora": {"r": 16}, "data": "/nowhere"}, "config": {"out": "models/pbt"}}
     results = [{"eval": "ays", "metric": "accuracy_after", "value": 0.71, "ci_low": 0.68, "ci_high": 0.74, "n": 1000,
-                "extractor": "mistralai/Mistral-7B-Instruct-v0.2"}]
+                "extractor": "mistralai/Mistral-7B-Instruct-v0.2",
+                "dataset": {"name": "TriviaQA", "type": "mandarjoshi/trivia_qa", "split": "validation", "size": 1000,
+                            "sample": False}}]
     text = model_card_text(manifest, results, "me/pbt-llama")
     assert "base_model: meta-llama/Llama-3.1-8B-Instruct" in text and "license: llama3.1" in text
     assert "model-index:" in text and "value: 0.71" in text  # the Hub's metadata for results
-    assert '"me/pbt-llama"' in text and "| ays | accuracy_after | 0.710 | [0.680, 0.740] | 1000 |" in text
+    assert '"me/pbt-llama"' in text and "| ays | accuracy_after | 0.710 | [0.680, 0.740] | 1000 | TriviaQA" in text
 
 
 def test_pbt_card_adds_the_evaluations_of_the_model(capsys, tmp_path, dpo_run, tiny_model_dir):
@@ -93,7 +95,8 @@ def test_pbt_card_adds_the_evaluations_of_the_model(capsys, tmp_path, dpo_run, t
         assert done.exit_code == 0, done.stderr
         card = ModelCard.load(out / "README.md")
         assert "## Evaluation results" in card.text and "accuracy_before" in card.text
-        assert card.data.eval_results and {r.metric_type for r in card.data.eval_results} >= {"accuracy_before"}
+        # embedded:validation is a sample shipped with pbt: shown in the table, never published as a score
+        assert "embedded:validation [sample]" in card.text and not card.data.eval_results
     finally:
         (out / "README.md").write_text(before)  # the session's run is shared with other tests
 
@@ -158,7 +161,9 @@ def test_push_creates_the_repository_and_uploads_with_the_card(capsys, monkeypat
         assert fake.named("create_branch") == [{"repo_id": "me/pbt-tiny", "branch": "v1", "repo_type": "model",
                                                 "exist_ok": True}]
         [upload] = fake.named("upload_folder")
-        assert upload["folder_path"] == str(out) and upload["revision"] == "v1" and upload["commit_message"] == "first"
+        # a copy of the folder with local paths made portable (pbt_cli/hub.py: portable_copy), removed afterwards
+        assert Path(upload["folder_path"]).parent == out and Path(upload["folder_path"]).name.startswith(".pbt-push")
+        assert upload["revision"] == "v1" and upload["commit_message"] == "first"
         assert "checkpoints/**" in upload["ignore_patterns"] and ".pbt-*" in upload["ignore_patterns"]
         assert '"me/pbt-tiny"' in (out / "README.md").read_text()  # the card names the repository it went to
         assert "https://hub.test/me/pbt-tiny/commit/1" in result.stderr
@@ -201,3 +206,22 @@ def test_push_of_a_dataset_folder_goes_to_a_dataset_repository(capsys, monkeypat
     assert result.exit_code == 0, result.stderr
     assert fake.named("create_repo")[0]["repo_type"] == "dataset"
     assert (Path(dpo_data) / "README.md").read_text() == card  # preprocess's own card, written again the same
+
+
+def test_the_manifest_and_card_say_how_the_base_weights_were_obtained(sft_run):
+    out, code, err = sft_run
+    assert code == 0, err
+    weights = json.loads((out / "manifest.json").read_text())["base_weights"]
+    assert weights["source"] == "local folder" and weights["loaded_as"] == "none"
+    assert "base weights | a local folder" in (out / "README.md").read_text()
+
+
+def test_checkpoint_cards_are_pbts_not_the_empty_ones_trl_writes(dpo_run):
+    out, code, err = dpo_run
+    assert code == 0, err
+    cards = [out / "checkpoints" / "README.md", *sorted((out / "checkpoints").glob("checkpoint-*/README.md"))]
+    assert len(cards) >= 2
+    for card in cards:
+        text = card.read_text()
+        assert "[None]" not in text and "pbt dpo" in text
+    assert "flipflop accuracy" in cards[0].read_text() and "| yes |" in cards[0].read_text()

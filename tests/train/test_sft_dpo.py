@@ -768,3 +768,17 @@ def test_select_checkpoint_scores_with_the_runs_protocol(dpo_run, tmp_path, monk
     monkeypatch.setattr(train_run, "evaluate_checkpoints", fake_evaluate)
     train_run.select_checkpoint(train_run.SelectConfig(run=run))
     assert seen == ["original-code"]
+def test_a_finished_run_is_not_reused_when_its_model_changed(capsys, tmp_path, tiny_model_dir, sft_data):
+    """Options alone do not make a run current: the base folder's (or adapter's) content is in the reuse key."""
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    out = tmp_path / "run"
+    args = sft_args(base, sft_data, out, "--max-steps", "1")
+    assert run_cli(capsys, *args).exit_code == 0
+    assert read_json(out / "manifest.json")["settings"]["model_fingerprints"]["model"]["model"].startswith("sha256:")
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "rope_theta": 1234.0}))  # another model, same path
+    changed = run_cli(capsys, *args)
+    assert changed.exit_code == 2
+    [line] = error_lines(changed.stderr)
+    assert "model_fingerprints" in line and "--overwrite" in line
