@@ -148,7 +148,8 @@ def _make_command(stage: str) -> Any:
             from pbt_cli.train.sft import run_sft as run
         else:
             from pbt_cli.train.dpo import run_dpo as run
-        manifest = run(cfg)
+        with console.progress(stage) as progress:
+            manifest = run(cfg, progress=progress)
         best = manifest.get("best_checkpoint")
         status = "up to date, reused" if manifest.get("reused") else "done"
         console.stderr.print(

@@ -28,6 +28,7 @@ from pbt_cli.train.output import (
     install_adapter,
 )
 from pbt_cli.train.policy import build_policy, require_tracker, trl_arguments
+from pbt_cli.train.progress_log import use_step_progress
 
 
 def load_training_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any]]:
@@ -82,7 +83,8 @@ def check_adapter_input(cfg: TrainConfig) -> None:
 
 
 def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
-                 stage_arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stage_arguments: dict[str, Any] | None = None,
+                 progress: ProgressSink = NULL_PROGRESS) -> dict[str, Any]:
     from transformers import set_seed
 
     from pbt_cli.pipeline.preprocess import check_data_files
@@ -103,6 +105,7 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
                                                eval_dataset=eval_dataset, processing_class=tokenizer,
                                                callbacks=make_callbacks(cfg))
         trainer.pbt_rows, trainer.pbt_config = rows, cfg
+        use_step_progress(trainer, progress)
         manifest = base_manifest(cfg.stage, cfg)
         manifest.update(status="running", settings=cfg.settings(), data_manifest=data_hash(cfg),
                         data_tokenizer=data_manifest.get("tokenizer"), data_mix=data_manifest.get("mix"),
