@@ -17,6 +17,8 @@ from pbt_cli.evals.results import format_metric
 
 HELP = ("The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues), "
         "farm (resistance to misinformation).")
+EXAMPLE = ("Example: pbt eval ays --model smollm2-135m --limit 20 --out runs/try/results; "
+           "pbt eval report runs/try/results")
 
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -56,7 +58,9 @@ def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -
     console.stderr.print(f"results: {folder / 'results.json'}\nsamples: {folder / 'samples.jsonl'}", highlight=False)
 
 
-@app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).")
+@app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).",
+             epilog="Example: pbt eval flipflop --model runs/try/dpo --data runs/try/dpo_data --split test "
+             "--out runs/try/results")
 @o.pbt_command
 @o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
                   o.RUN_PARAMETERS)
@@ -76,7 +80,7 @@ def flipflop(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("the pair subset, sampling, bootstrap intervals") = 42,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
@@ -99,7 +103,8 @@ def flipflop(
     _render(results, folder, json_out, f"flipflop: {cfg.model.display_name} on {data} ({split})")
 
 
-@app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.')
+@app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.',
+             epilog="Example: pbt eval ays --model smollm2-135m --limit 20 --out runs/try/results --dry-run")
 @o.pbt_command
 @o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
                   o.RUN_PARAMETERS)
@@ -115,7 +120,7 @@ def ays(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("question order, bootstrap intervals") = 42,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.ays import AysConfig, run_ays
@@ -137,7 +142,9 @@ def ays(
     _render(results, folder, json_out, f"are you sure?: {cfg.model.display_name} on {questions}")
 
 
-@app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.")
+@app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.",
+             epilog="Example: pbt eval team --model-x runs/try/dpo --model-y smollm2-135m --limit 20 "
+             "--out runs/try/results")
 @o.pbt_command
 @o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS, o.RUN_PARAMETERS)
 def team(
@@ -160,7 +167,7 @@ def team(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("question order, sampling, bootstrap intervals") = 42,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals import team as team_eval
@@ -238,7 +245,8 @@ def _render_farm(results: dict[str, Any], folder: Path, json_out: bool, title: s
     console.stderr.print(f"results: {folder / 'results.json'}\nsamples: {folder / 'samples.jsonl'}", highlight=False)
 
 
-@app.command("farm", help="Resistance to misinformation on the Farm dataset: accuracy under persuasion, turn by turn.")
+@app.command("farm", help="Resistance to misinformation on the Farm dataset: accuracy under persuasion, turn by turn.",
+             epilog="Example: pbt eval farm --model smollm2-135m --farm embedded:farm-sample --out runs/try/results")
 @o.pbt_command
 @o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
                   o.RUN_PARAMETERS)
@@ -270,7 +278,7 @@ def farm(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("sampling, bootstrap intervals") = 42,
     **shared: Any,
 ) -> None:
     from pbt_cli.data.farm import EMBEDDED_PREFIX, load_farm
@@ -299,7 +307,8 @@ def farm(
 
 
 @app.command("report", help="Compare every finished result under a folder: one tidy table (table, csv, json or "
-             "markdown) and plots with 95% intervals.")
+             "markdown) and plots with 95% intervals.",
+             epilog="Example: pbt eval report runs/try/results --format markdown")
 @o.pbt_command
 def report(
     ctx: typer.Context,

@@ -13,6 +13,8 @@ from pbt_cli.data.questions import check_source
 from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
 HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumable)."
+EXAMPLE = ("Example: pbt generate --model-a smollm2-135m --model-b smollm2-135m --questions embedded:train-easy "
+           "--limit 20 --out runs/try/trees   (add --dry-run to see the request and token budget first)")
 
 
 @o.pbt_command
