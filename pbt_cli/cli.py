@@ -47,6 +47,8 @@ PIPELINE_ORDER = ("generate", "filter", "preprocess", "sft", "dpo", "select-chec
 # Options that belong to the root but that users naturally type after the subcommand.
 GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--offline", "--version"}
 GLOBAL_OPTIONS = {"--log-every", "--log-file"}  # these take a value
+COMPLETION_OPTIONS = {"--show-completion", "--install-completion"}  # an optional shell name may follow
+SHELLS = {"bash", "zsh", "fish", "powershell", "pwsh"}
 
 
 def _version(value: bool) -> None:
@@ -129,9 +131,13 @@ def command_path(argv: Sequence[str]) -> list[str]:
     """The subcommand names at the start of the arguments (after root flags)."""
     path: list[str] = []
     skip_value = False
+    previous = ""
     for token in argv:
+        previous, token_before = token, previous
         if skip_value:  # the value of a root option such as --log-every
             skip_value = False
+            continue
+        if token_before in COMPLETION_OPTIONS and token in SHELLS:  # --show-completion bash
             continue
         if token.startswith("-"):
             if path:
@@ -171,6 +177,15 @@ def built_command() -> Any:
         for param in getattr(node, "params", ()):
             if getattr(param, "is_flag", False) or getattr(param, "count", False):
                 param.metavar = ""
+        make_help_option = node.get_help_option
+
+        def help_option(ctx: Any, make: Any = make_help_option) -> Any:  # -h/--help is made on demand
+            option = make(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        node.get_help_option = help_option
         for child in getattr(node, "commands", {}).values():
             fix(child)
 
