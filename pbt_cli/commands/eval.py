@@ -81,12 +81,13 @@ def flipflop(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.seed_option("the pair subset, sampling, bootstrap intervals") = 42,
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
     from pbt_cli.pipeline.preprocess import read_data_manifest
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     cfg = FlipflopConfig(model=o.model_spec_from(params, "model", with_overrides=True), data=data, split=split,
                          extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
@@ -97,6 +98,16 @@ def flipflop(
     o.check_input(data, "--data", dry_run=dry_run, check=read_data_manifest)
     if dry_run:
         o.print_dry_run("pbt eval flipflop", cfg)
+        from pbt_cli.budget import flipflop_budget
+        from pbt_cli.commands import estimate as e
+
+        rows = e.flipflop_rows(cfg) if data.exists() else None
+        budget = flipflop_budget(max_new_tokens, extraction_max_new_tokens)
+        e.show_budget("eval flipflop", budget, limit if rows is None else len(rows))
+        if estimate:
+            e.estimate_dialogues(cfg.backend, cfg.model, cfg.extractor,
+                               [(r["question"], list(r["prompt"])) for r in (rows or [])[:8]], cfg.sampling,
+                               extraction_max_new_tokens, budget, None if rows is None else len(rows))
         return
     with console.progress("eval flipflop") as progress:
         results, folder = run_flipflop(cfg, progress=progress)
@@ -121,11 +132,12 @@ def ays(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.seed_option("question order, bootstrap intervals") = 42,
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.ays import AysConfig, run_ays
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     cfg = AysConfig(model=o.model_spec_from(params, "model", with_overrides=True), questions=questions, limit=limit,
                     seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
@@ -136,6 +148,19 @@ def ays(
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval ays", cfg)
+        from pbt_cli.budget import ays_budget
+        from pbt_cli.commands import estimate as e
+        from pbt_cli.data.prompts import EVAL_PERSONA
+        from pbt_cli.models.backends.base import Sampling
+
+        budget = ays_budget(max_new_tokens, extraction_max_new_tokens)
+        items = e.count_questions(questions, limit, seed)
+        e.show_budget("eval ays", budget, items)
+        if estimate:
+            greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens, min_new_tokens=cfg.min_new_tokens)
+            e.estimate_dialogues(cfg.backend, cfg.model, cfg.extractor,
+                               e.question_conversations(questions, limit, seed, EVAL_PERSONA), greedy,
+                               extraction_max_new_tokens, budget, items)
         return
     with console.progress("eval ays") as progress:
         results, folder = run_ays(cfg, progress=progress)
@@ -168,11 +193,12 @@ def team(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.seed_option("question order, sampling, bootstrap intervals") = 42,
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals import team as team_eval
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     if rescore is not None:
         o.check_input(rescore, "--rescore", dry_run=dry_run)
         if dry_run:
@@ -196,6 +222,17 @@ def team(
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval team", cfg)
+        from pbt_cli.budget import team_budget
+        from pbt_cli.commands import estimate as e
+        from pbt_cli.data.prompts import EVAL_PERSONA
+
+        budget = team_budget(max_turns, len(cfg.orders), max_new_tokens, extraction_max_new_tokens)
+        items = e.count_questions(questions, limit, seed)
+        e.show_budget("eval team", budget, items)
+        if estimate:
+            e.estimate_dialogues(cfg.backend, cfg.model_x, cfg.extractor,
+                               e.question_conversations(questions, limit, seed, EVAL_PERSONA), cfg.sampling(),
+                               extraction_max_new_tokens, budget, items)
         return
     with console.progress("eval team") as progress:
         results, folder = team_eval.run_team(cfg, progress=progress)
@@ -279,12 +316,13 @@ def farm(
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
     seed: o.seed_option("sampling, bootstrap intervals") = 42,
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.data.farm import EMBEDDED_PREFIX, load_farm
     from pbt_cli.evals.farm import FarmConfig, run_farm
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     cfg = FarmConfig(model=o.model_spec_from(params, "model", with_overrides=True), farm=farm_data,
                      subsets=_names(subset), strategies=_names(strategy) or ("logical",), limit=limit,
@@ -300,6 +338,17 @@ def farm(
             o.check_input(Path(farm_data), "--farm", dry_run=True,
                           check=lambda _: load_farm(cfg.farm, cfg.subsets, cfg.limit))
         o.print_dry_run("pbt eval farm", cfg)
+        from pbt_cli.budget import farm_budget
+        from pbt_cli.commands import estimate as e
+        from pbt_cli.evals.farm import TURNS
+
+        items = None
+        if farm_data.strip().startswith(EMBEDDED_PREFIX) or Path(farm_data).exists():
+            items = sum(len(qs) for qs in load_farm(cfg.farm, cfg.subsets, cfg.limit).values()) * len(cfg.strategies)
+        budget = farm_budget(TURNS, format_retries, max(max_new_tokens, boolq_max_new_tokens), reply_max_new_tokens)
+        e.show_budget("eval farm", budget, items)
+        if estimate and items:
+            e.estimate_farm(cfg.backend, cfg.model, cfg, items, budget)
         return
     with console.progress("eval farm") as progress:
         results, folder = run_farm(cfg, progress=progress)

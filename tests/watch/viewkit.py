@@ -25,8 +25,8 @@ def scripted_agent(questions: str, seed: int = 0):
     rng = random.Random(seed)
 
     def reply(conversation, sampling) -> str:
-        text = conversation[0]["content"]
-        right = next((answer for question, answer in gold.items() if question in text), "Paris")
+        question = conversation[0]["content"].rsplit("Question: ", 1)[-1].strip()  # question_prompt puts it last
+        right = gold.get(question, "Paris")
         draw = rng.random()
         if draw < 0.1:
             return "I am not sure; let me think about it some more."
@@ -43,6 +43,20 @@ def extractor(conversation, sampling) -> str:
 
 def is_extraction(conversation) -> bool:
     return conversation[-1]["role"] == "assistant"
+
+
+def write_questions(path: Path, count: int) -> Path:
+    """`count` questions: the embedded ones again and again, each copy with an id and a wording of its own."""
+    import json
+
+    base = load_questions("embedded:train")
+    with path.open("w", encoding="utf-8") as out:
+        for number in range(count):
+            question = base[number % len(base)]
+            record = question.to_record()
+            record.update(question_id=f"q-{number:06d}", question=f"{question.question} (copy {number})")
+            out.write(json.dumps(record) + "\n")
+    return path
 
 
 def make_run(folder: Path, trees: int, *, pairs: bool = True, ays: int = 0, questions: str = "embedded:train") -> Path:
