@@ -155,7 +155,7 @@ class EvalRun:
         the progress also counts requests, which the backends report batch by batch inside a chunk:
         that is what moves, and what the ETA is computed from."""
         done = self._resume(items, samples_per_item)
-        progress.start(self.eval_name, f"{self.eval_name}: items", total=len(items), completed=done)
+        progress.start(self.eval_name, "items", total=len(items), completed=done)
         if budget is not None:
             progress.start("requests", "requests", total=(len(items) - done) * budget.requests,
                            bound=not budget.exact)

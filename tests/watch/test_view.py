@@ -160,3 +160,11 @@ def test_the_page_loads_without_errors_expands_a_tree_and_filters(capsys, run_fo
         assert not errors, errors
     finally:
         driver.quit()
+
+
+def test_filter_prints_the_diagnostics_and_keeps_them_in_its_manifest(capsys, run_folder, tmp_path):
+    result = run_cli(capsys, "filter", "--trees", run_folder / "trees", "--out", tmp_path / "pairs")
+    assert result.exit_code == 0, result.stderr
+    assert "tree diagnostics of" in result.stderr and "branches ended by" in result.stderr
+    manifest = json.loads((tmp_path / "pairs" / "manifest.json").read_text())
+    assert manifest["diagnostics"] == tree_diagnostics(read_trees(run_folder / "trees"))
