@@ -90,7 +90,8 @@ def pair_view(record: dict[str, Any]) -> dict[str, Any]:
             "kind": record.get("kind") or record.get("label") or "none", "level": record.get("level"),
             "responder": record.get("responder"), "question": record.get("question") or "",
             "prompt": prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt or "")}],
-            "chosen": text(record.get("chosen")), "rejected": text(record.get("rejected")),
+            # an SFT dataset's train rows hold the preferred response as `completion`
+            "chosen": text(record.get("chosen") or record.get("completion")), "rejected": text(record.get("rejected")),
             "answers": record.get("answers") or {}, "scores": scores, "margin": margin_of(scores),
             "personas": record.get("personas") or {}, "turn_ids": record.get("turn_ids") or {},
             "gold": record.get("gold_aliases") or []}
@@ -215,7 +216,7 @@ class Collector:
         first = _first_record(path) if path.suffix == ".jsonl" else {}
         if "turns" in first and "tree_id" in first:
             self._add_trees(path)
-        elif "chosen" in first and "rejected" in first:
+        elif "chosen" in first and ("rejected" in first or "completion" in first):
             self._add_pairs_file(path)
         elif first:
             self._add_samples(path)

@@ -12,3 +12,11 @@ def test_sft_logs_steps_of_total_with_loss_and_learning_rate_as_numbers(sft_run)
     assert len(done) == 1, err
     assert re.search(r"steps 4/4 \(100%, [0-9.e+]+/s\) loss [0-9.e+-]+ learning_rate [0-9.e+-]+", done[0]), done[0]
     assert "{'loss'" not in err  # transformers' PrinterCallback (its dicts of strings) is replaced
+
+
+def test_view_reads_a_preprocessed_dataset(sft_data):
+    from pbt_cli.view.collect import collect
+
+    data = collect([sft_data])
+    assert data.pairs and {p["split"] for p in data.pairs} <= {"train", "valid", "validation", "test"}
+    assert all(p["chosen"] for p in data.pairs)

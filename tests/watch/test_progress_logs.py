@@ -4,6 +4,7 @@ numbers for training, and a numeric ETA once a rate is known."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -120,3 +121,23 @@ def test_evaluations_count_requests_against_their_budget(tmp_path):
 
     budget = ays_budget(80, 16)
     assert (budget.requests, budget.tokens, budget.exact) == (5, 272, True)
+
+
+def test_terminal_bars_take_the_same_calls(monkeypatch):
+    from rich.console import Console
+
+    from pbt_cli.console import RichProgress
+
+    terminal = Console(force_terminal=True, file=open(os.devnull, "w"), width=100)  # noqa: SIM115
+    monkeypatch.setattr(console, "stderr", terminal)
+    bars = RichProgress()
+    with bars:
+        bars.start("turns", "turns", total=42, bound=True)
+        bars.start("requests", "requests", total=84, bound=True)
+        report_activity(10, 100)
+        bars.advance("turns", 5, tokens=100)
+        bars.drop("turns", 30)
+        bars.expect("requests", 20)
+        tasks = {task.description: task for task in bars._progress.tasks}
+    assert tasks["turns"].total == 12 and tasks["turns"].completed == 5
+    assert tasks["requests"].completed == 10 and tasks["requests"].total == 30
