@@ -19,12 +19,12 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tests" / "watch"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trees", type=int, default=10000)
     parser.add_argument("--folder", type=Path, default=None, help="keep the run here (default: a temporary folder)")
     parser.add_argument("--no-browser", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from viewkit import make_run, write_questions
 
@@ -52,10 +52,14 @@ def main() -> None:
               "trees_file_mb": round(trees_file.stat().st_size / 1e6, 1), "page_mb": round(out.stat().st_size / 1e6, 1),
               "make_trees_s": round(made, 1), "collect_s": round(collected, 2), "render_s": round(rendered, 2)}
 
-    if not args.no_browser:
+    import shutil
+
+    if not args.no_browser and not (shutil.which("chromium") and shutil.which("chromedriver")):
+        result["browser"] = "absent (apt-get install chromium chromium-driver)"
+    elif not args.no_browser:
         from test_view import browser
 
-        driver = browser.__wrapped__() if hasattr(browser, "__wrapped__") else browser()
+        driver = browser()
         try:
             from selenium.webdriver.common.by import By
             from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -75,6 +79,7 @@ def main() -> None:
         finally:
             driver.quit()
     print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -168,3 +168,15 @@ def test_filter_prints_the_diagnostics_and_keeps_them_in_its_manifest(capsys, ru
     assert "tree diagnostics of" in result.stderr and "branches ended by" in result.stderr
     manifest = json.loads((tmp_path / "pairs" / "manifest.json").read_text())
     assert manifest["diagnostics"] == tree_diagnostics(read_trees(run_folder / "trees"))
+
+
+def test_the_large_view_benchmark_runs(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    script = Path(__file__).parents[2] / "benchmarks" / "view_large.py"
+    spec = importlib.util.spec_from_file_location("benchmark_view_large", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--trees", "5", "--folder", str(tmp_path / "b"), "--no-browser"])
+    assert result["trees"] == 5 and result["turns"] > 5 and result["page_mb"] >= 0
+    assert '"benchmark": "view_large"' in capsys.readouterr().out
