@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -163,15 +164,28 @@ class LogProgress:
         self.last_line = self.started
         self.requests = 0
         self.tokens = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> LogProgress:
         progress_events.add_activity_listener(self._activity)
+        # a heartbeat: a batch can take longer than --log-every, and a log that stays silent then
+        # looks like a hung job; the line repeats the counts with the time elapsed and the ETA
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="pbt-progress", daemon=True)
+        self._heartbeat.start()
         return self
 
     def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
         progress_events.remove_activity_listener(self._activity)
+        self._stop.set()
+        self._heartbeat.join(timeout=5)
         if kind is None and (self.tasks or self.requests):
             self.emit(final=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every / 4):
+            if self.tasks:
+                self._maybe_emit()
 
     def start(self, key: str, description: str, total: int | None = None, completed: int = 0,
               bound: bool = False) -> None:
@@ -209,10 +223,14 @@ class LogProgress:
 
     def _maybe_emit(self) -> None:
         if time.perf_counter() - self.last_line >= self.every:
-            self.emit()
+            with self._lock:
+                if time.perf_counter() - self.last_line < self.every:  # the other thread wrote it
+                    return
+                self.last_line = time.perf_counter()
+                log.info(self.line())
 
     def eta(self, now: float) -> str:
-        moving = [task for task in self.tasks.values() if task.total and task.seconds_left(now) is not None]
+        moving = [task for task in list(self.tasks.values()) if task.total and task.seconds_left(now) is not None]
         if not moving:
             return "ETA -"  # no rate yet
         finest = max(moving, key=lambda task: task.total or 0)
@@ -221,7 +239,7 @@ class LogProgress:
     def line(self, final: bool = False) -> str:
         now = time.perf_counter()
         parts = []
-        for task in self.tasks.values():
+        for task in list(self.tasks.values()):  # a copy: the heartbeat thread reads while the stage adds
             rate = task.rate(now)
             if task.total and not (final and task.bound):
                 total = f"{'<=' if task.bound else ''}{task.total:,}"
@@ -241,8 +259,9 @@ class LogProgress:
         return f"{self.stage}{' done' if final else ''}: " + " | ".join(parts)
 
     def emit(self, final: bool = False) -> None:
-        self.last_line = time.perf_counter()
-        log.info(self.line(final))
+        with self._lock:  # the heartbeat thread and the stage's own thread
+            self.last_line = time.perf_counter()
+            log.info(self.line(final))
 
 
 class RichProgress:

@@ -141,3 +141,14 @@ def test_terminal_bars_take_the_same_calls(monkeypatch):
         tasks = {task.description: task for task in bars._progress.tasks}
     assert tasks["turns"].total == 12 and tasks["turns"].completed == 5
     assert tasks["requests"].completed == 10 and tasks["requests"].total == 30
+
+
+def test_a_long_batch_still_gets_a_line_every_interval(caplog):
+    import time
+
+    caplog.set_level("INFO", logger="pbt")
+    with LogProgress("generate", every=0.2) as progress:
+        progress.start("turns", "turns", total=10, bound=True)
+        time.sleep(0.7)  # one long batch: nothing advances
+    beats = [r.getMessage() for r in caplog.records if "done" not in r.getMessage()]
+    assert 2 <= len(beats) <= 4 and all(line.endswith("ETA -") for line in beats)
