@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,21 @@ def test_the_large_view_benchmark_runs(tmp_path, monkeypatch, capsys):
     result = module.main(["--trees", "5", "--folder", str(tmp_path / "b"), "--no-browser"])
     assert result["trees"] == 5 and result["turns"] > 5 and result["page_mb"] >= 0
     assert '"benchmark": "view_large"' in capsys.readouterr().out
+
+
+def test_team_and_farm_transcripts_show_who_said_what_and_the_scoring(tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "evals"))
+    import test_farm
+    import test_team
+
+    _, team_folder, _ = test_team.run(tmp_path / "team")
+    _, farm_folder, _ = test_farm.run(tmp_path / "farm")
+    data = collect([tmp_path / "team" / "results", tmp_path / "farm" / "results"])
+    team = [s for s in data.samples if s["eval"] == "team"]
+    farm = [s for s in data.samples if s["eval"] == "farm"]
+    assert team and farm
+    assert {s["label"] for s in team} == {"team xy", "team yx"}
+    assert all(m["note"].startswith("answer: ") for s in team for m in s["transcript"])
+    assert all("team correct" in s["scoring"] and isinstance(s["flipped"], bool) for s in team)
+    assert all("persuaded" in s["scoring"] and s["label"].startswith("farm ") for s in farm)
+    assert all(s["transcript"] and s["flipped"] == s["scoring"]["persuaded"] for s in farm)
