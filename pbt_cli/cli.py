@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from pbt_cli import __version__, console
-from pbt_cli.commands import download, env, eval, generate, hub, preprocess, train
+from pbt_cli.commands import download, env, eval, generate, hub, preprocess, train, view
 from pbt_cli.commands import filter as filter_command
 from pbt_cli.config import find_config_argument, load_config_file, nest_default_map
 from pbt_cli.errors import PbtError, did_you_mean
@@ -21,26 +21,34 @@ app = typer.Typer(
     help="Persuasion-Balanced Training: dialogue trees -> preference pairs -> SFT + DPO -> evaluations.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals can hold tokens
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-app.command("generate", help=generate.HELP)(generate.generate)
-app.command("filter", help=filter_command.HELP)(filter_command.filter_trees)
-app.command("preprocess", help=preprocess.HELP)(preprocess.preprocess)
-app.command("sft", help=train.SFT_HELP)(train.sft)
-app.command("dpo", help=train.DPO_HELP)(train.dpo)
-app.command("select-checkpoint", help=train.SELECT_HELP)(train.select_checkpoint)
-app.command("export", help=train.EXPORT_HELP)(train.export)
-app.add_typer(eval.app, name="eval", help=eval.HELP)
-app.command("download-models", help=download.HELP)(download.download_models)
-app.command("card", help=hub.CARD_HELP)(hub.card)
-app.command("push", help=hub.PUSH_HELP)(hub.push)
-app.command("env", help=env.HELP)(env.env)
+app.command("generate", help=generate.HELP, epilog=generate.EXAMPLE)(generate.generate)
+app.command("filter", help=filter_command.HELP, epilog=filter_command.EXAMPLE)(filter_command.filter_trees)
+app.command("preprocess", help=preprocess.HELP, epilog=preprocess.EXAMPLE)(preprocess.preprocess)
+app.command("sft", help=train.SFT_HELP, epilog=train.SFT_EXAMPLE)(train.sft)
+app.command("dpo", help=train.DPO_HELP, epilog=train.DPO_EXAMPLE)(train.dpo)
+app.command("select-checkpoint", help=train.SELECT_HELP, epilog=train.SELECT_EXAMPLE)(train.select_checkpoint)
+app.command("export", help=train.EXPORT_HELP, epilog=train.EXPORT_EXAMPLE)(train.export)
+app.add_typer(eval.app, name="eval", help=eval.HELP, epilog=eval.EXAMPLE)
+app.command("view", help=view.HELP, epilog=view.EXAMPLE)(view.view)
+app.command("diagnostics", help=view.DIAGNOSTICS_HELP, epilog=view.DIAGNOSTICS_EXAMPLE)(view.diagnostics)
+app.command("download-models", help=download.HELP, epilog=download.EXAMPLE)(download.download_models)
+app.command("card", help=hub.CARD_HELP, epilog=hub.CARD_EXAMPLE)(hub.card)
+app.command("push", help=hub.PUSH_HELP, epilog=hub.PUSH_EXAMPLE)(hub.push)
+app.command("env", help=env.HELP, epilog=env.EXAMPLE)(env.env)
+
+# `pbt --help` lists the commands in the order a run uses them (Typer puts command groups last)
+PIPELINE_ORDER = ("generate", "filter", "preprocess", "sft", "dpo", "select-checkpoint", "export", "eval", "view",
+                  "diagnostics", "download-models", "card", "push", "env")
 
 # Options that belong to the root but that users naturally type after the subcommand.
-GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--offline"}
+GLOBAL_FLAGS = {"-v", "-vv", "-vvv", "--verbose", "-q", "--quiet", "--offline", "--version"}
 GLOBAL_OPTIONS = {"--log-every", "--log-file"}  # these take a value
+COMPLETION_OPTIONS = {"--show-completion", "--install-completion"}  # an optional shell name may follow
+SHELLS = {"bash", "zsh", "fish", "powershell", "pwsh"}
 
 
 def _version(value: bool) -> None:
@@ -51,9 +59,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
-    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True,
+    verbose: Annotated[int, typer.Option("-v", "--verbose", count=True, show_default=False,
                                          help="More logs and tracebacks on errors; -vv: the libraries' own logs "
-                                         "and progress bars too.")] = 0,
+                                         "and progress bars too (repeat the flag; it takes no number).")] = 0,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Warnings and errors only.")] = False,
     log_every: Annotated[float, typer.Option(
         "--log-every", min=1, help="Seconds between progress lines when stderr is not a terminal (SLURM logs).")
@@ -93,13 +101,43 @@ def hoist_global_flags(argv: Sequence[str]) -> list[str]:
     return front + rest + argv[cut:]
 
 
+# TRL's and lm-eval's names for options pbt spells otherwise
+ECOSYSTEM_ALIASES = {"--output-dir": "--out", "--output-path": "--out", "--model-name-or-path": "--model"}
+
+
+def underscores_to_dashes(argv: Sequence[str]) -> list[str]:
+    """`--learning_rate 1e-4` as TRL's and lm-eval's users type it: pbt's options are spelled with dashes
+    (`--learning-rate`), and none has an underscore, so an option name's underscores become dashes;
+    `--output_dir` and `--output_path` mean `--out`, `--model_name_or_path` means `--model`."""
+    argv = list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    for position, token in enumerate(argv[:cut]):
+        if token.startswith("--"):
+            name, sep, value = token.partition("=")
+            name = name.replace("_", "-")
+            argv[position] = ECOSYSTEM_ALIASES.get(name, name) + sep + value
+    return argv
+
+
+def check_verbosity_count(argv: Sequence[str]) -> None:
+    """`-v 2` reads as a command named 2; say what was meant instead."""
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag in ("-v", "--verbose") and value.isdigit():
+            raise PbtError(f"{flag} takes no number: repeat it instead (-v{'v' * (int(value) - 1)} for {value})"
+                           if int(value) > 0 else f"{flag} takes no number; leave it out for the default")
+
+
 def command_path(argv: Sequence[str]) -> list[str]:
     """The subcommand names at the start of the arguments (after root flags)."""
     path: list[str] = []
     skip_value = False
+    previous = ""
     for token in argv:
+        previous, token_before = token, previous
         if skip_value:  # the value of a root option such as --log-every
             skip_value = False
+            continue
+        if token_before in COMPLETION_OPTIONS and token in SHELLS:  # --show-completion bash
             continue
         if token.startswith("-"):
             if path:
@@ -126,6 +164,36 @@ def check_command_names(path: Sequence[str]) -> None:
             raise PbtError(f"unknown command {name!r} for `{where}`{did_you_mean(name, known)}; known: "
                            f"{', '.join(known)}")
         command = known[name]
+
+
+def built_command() -> Any:
+    """The click command of `app`, with two changes to how help reads: flags (on/off and -v counts)
+    show no value type (Typer prints `<bool>`, `<int>`), and commands come in pipeline order."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+
+    def fix(node: Any) -> None:
+        for param in getattr(node, "params", ()):
+            if getattr(param, "is_flag", False) or getattr(param, "count", False):
+                param.metavar = ""
+        make_help_option = node.get_help_option
+
+        def help_option(ctx: Any, make: Any = make_help_option) -> Any:  # -h/--help is made on demand
+            option = make(ctx)
+            if option is not None:
+                option.metavar = ""
+            return option
+
+        node.get_help_option = help_option
+        for child in getattr(node, "commands", {}).values():
+            fix(child)
+
+    fix(command)
+    known = command.commands
+    ordered = {name: known[name] for name in PIPELINE_ORDER if name in known}
+    command.commands = {**ordered, **{name: c for name, c in known.items() if name not in ordered}}
+    return command
 
 
 def _error(message: str, code: int = 2) -> None:
@@ -166,9 +234,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     exceptions = click_module().exceptions
 
-    args = hoist_global_flags(sys.argv[1:] if argv is None else argv)
+    args = hoist_global_flags(underscores_to_dashes(sys.argv[1:] if argv is None else argv))
     extra = {}
     try:
+        check_verbosity_count(args)
         check_command_names(command_path(args))
     except PbtError as exc:
         _error(str(exc), exc.exit_code)
@@ -185,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with stops.handling_signals():
         try:
             # without standalone mode click returns an Exit's code instead of leaving
-            code = app(args, prog_name="pbt", standalone_mode=False, **extra)
+            code = built_command()(args, prog_name="pbt", standalone_mode=False, **extra)
         except exceptions.NoArgsIsHelpError as exc:
             exc.show()  # `pbt` or `pbt eval` alone: the help text, not an error
             code = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -54,9 +55,7 @@ def setup_logging(level: int, *, log_file: str | os.PathLike | None = None,
     global _verbosity, _log_every
     _verbosity = level
     _log_every = every
-    handler = RichHandler(console=stderr, show_path=False, show_time=level > 0 or not stderr.is_terminal,
-                          markup=False, rich_tracebacks=True, tracebacks_show_locals=False,
-                          log_time_format="[%Y-%m-%d %H:%M:%S]")
+    handler = log_handler(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     if log_file:
@@ -86,6 +85,25 @@ def setup_logging(level: int, *, log_file: str | os.PathLike | None = None,
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "info")
 
 
+class PlainFormatter(logging.Formatter):
+    """One record, one line: a timestamp, the level and the message, never wrapped (grep-able logs)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s", datefmt="%Y-%m-%d %H:%M:%S")
+
+
+def log_handler(level: int) -> logging.Handler:
+    """Rich's handler on a terminal; on anything else (a SLURM log, a pipe) plain lines, since Rich
+    wraps at 80 columns when it cannot ask a terminal its width."""
+    if stderr.is_terminal:
+        return RichHandler(console=stderr, show_path=False, show_time=level > 0, markup=False,
+                           rich_tracebacks=True, tracebacks_show_locals=False,
+                           log_time_format="[%Y-%m-%d %H:%M:%S]")
+    handler = logging.StreamHandler(stderr.file)
+    handler.setFormatter(PlainFormatter())
+    return handler
+
+
 @contextlib.contextmanager
 def progress(stage: str) -> Iterator[Any]:
     """The progress sink for a command: Rich bars on a terminal, log lines otherwise."""
@@ -102,19 +120,40 @@ def _duration(seconds: float) -> str:
 
 
 class _Task:
-    def __init__(self, description: str, total: int | None, completed: int) -> None:
+    def __init__(self, description: str, total: int | None, completed: int, bound: bool = False) -> None:
         self.description = description
         self.total = total
         self.completed = completed
         self.initial = completed
+        self.bound = bound  # the total is an upper bound (work may end early)
         self.started = time.perf_counter()
+        self.info: dict[str, float] = {}
+
+    def rate(self, now: float) -> float:
+        return (self.completed - self.initial) / max(now - self.started, 1e-9)
+
+    def seconds_left(self, now: float) -> float | None:
+        """None until the rate is known (some work done this run) or when nothing is left."""
+        rate = self.rate(now)
+        left = (self.total or 0) - self.completed
+        return left / rate if rate > 0 and left > 0 else None
+
+
+def _number(value: float) -> str:
+    if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3e}"
 
 
 class LogProgress:
     """A `ProgressSink` for logs: one line every `every` seconds (and one at the end) for the stage.
 
-    Example: `generate: trees 12/64 (19%, 0.08/s, ETA 10m12s) | turns 340 | 1,234 requests, 72 tok/s |
-    elapsed 2m23s`. Rates count only this run's work (a resumed run starts its clock again).
+    Example: `generate: trees 12/64 (19%, 0.08/s) | turns 340/<=1,344 (2.4/s) | requests 700/<=2,688
+    (4.9/s) | 72 tok/s | elapsed 2m23s | ETA <=6m50s`. Every task shows done/total and its rate;
+    numbers passed to `advance` (loss, learning_rate) follow it. The ETA comes from the task with the
+    largest total that moves (the finest unit: requests move inside one long batch call), and reads
+    `<=` when that total is an upper bound. Rates count only this run's work (a resumed run starts its
+    clock again).
     """
 
     def __init__(self, stage: str, every: float = DEFAULT_LOG_EVERY) -> None:
@@ -125,24 +164,52 @@ class LogProgress:
         self.last_line = self.started
         self.requests = 0
         self.tokens = 0
+        self._lock = threading.Lock()
 
     def __enter__(self) -> LogProgress:
         progress_events.add_activity_listener(self._activity)
+        # a heartbeat: a batch can take longer than --log-every, and a log that stays silent then
+        # looks like a hung job; the line repeats the counts with the time elapsed and the ETA
+        self._stop = threading.Event()
+        self._heartbeat = threading.Thread(target=self._beat, name="pbt-progress", daemon=True)
+        self._heartbeat.start()
         return self
 
     def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
         progress_events.remove_activity_listener(self._activity)
+        self._stop.set()
+        self._heartbeat.join(timeout=5)
         if kind is None and (self.tasks or self.requests):
             self.emit(final=True)
 
-    def start(self, key: str, description: str, total: int | None = None, completed: int = 0) -> None:
-        self.tasks[key] = _Task(description, total, completed)
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every / 4):
+            if self.tasks:
+                self._maybe_emit()
+
+    def start(self, key: str, description: str, total: int | None = None, completed: int = 0,
+              bound: bool = False) -> None:
+        self.tasks[key] = _Task(description, total, completed, bound)
 
     def advance(self, key: str, amount: int = 1, **info: object) -> None:
         if key not in self.tasks:
             self.start(key, key)
-        self.tasks[key].completed += amount
+        task = self.tasks[key]
+        task.completed += amount
+        task.info.update({name: value for name, value in info.items()  # numbers to show, not the token count
+                          if name != "tokens" and isinstance(value, int | float) and not isinstance(value, bool)})
         self._maybe_emit()
+
+    def expect(self, key: str, remaining: int, bound: bool = False) -> None:
+        if key not in self.tasks:
+            self.start(key, key)
+        task = self.tasks[key]
+        task.total, task.bound = task.completed + max(remaining, 0), bound
+
+    def drop(self, key: str, amount: int) -> None:
+        task = self.tasks.get(key)
+        if task is not None and task.total is not None:
+            task.total = max(task.total - amount, task.completed)
 
     def log(self, message: str) -> None:
         log.info(message)
@@ -150,33 +217,51 @@ class LogProgress:
     def _activity(self, rows: int, tokens: int) -> None:
         self.requests += rows
         self.tokens += tokens
+        if "requests" in self.tasks:
+            self.tasks["requests"].completed += rows
         self._maybe_emit()
 
     def _maybe_emit(self) -> None:
         if time.perf_counter() - self.last_line >= self.every:
-            self.emit()
+            with self._lock:
+                if time.perf_counter() - self.last_line < self.every:  # the other thread wrote it
+                    return
+                self.last_line = time.perf_counter()
+                log.info(self.line())
+
+    def eta(self, now: float) -> str:
+        moving = [task for task in list(self.tasks.values()) if task.total and task.seconds_left(now) is not None]
+        if not moving:
+            return "ETA -"  # no rate yet
+        finest = max(moving, key=lambda task: task.total or 0)
+        return f"ETA {'<=' if finest.bound else ''}{_duration(finest.seconds_left(now) or 0)}"
 
     def line(self, final: bool = False) -> str:
         now = time.perf_counter()
         parts = []
-        for task in self.tasks.values():
-            done = task.completed - task.initial
-            rate = done / max(now - task.started, 1e-9)
-            if task.total:
-                share = task.completed / task.total
-                left = task.total - task.completed
-                eta = "" if final else (f", ETA {_duration(left / rate)}" if rate > 0 and left > 0 else ", ETA -")
-                parts.append(f"{task.description} {task.completed}/{task.total} ({share:.0%}, {rate:.3g}/s{eta})")
+        for task in list(self.tasks.values()):  # a copy: the heartbeat thread reads while the stage adds
+            rate = task.rate(now)
+            if task.total and not (final and task.bound):
+                total = f"{'<=' if task.bound else ''}{task.total:,}"
+                share = "" if task.bound else f"{task.completed / task.total:.0%}, "
+                text = f"{task.description} {task.completed:,}/{total} ({share}{rate:.3g}/s)"
             else:
-                parts.append(f"{task.description} {task.completed} ({rate:.3g}/s)")
-        if self.requests:
-            parts.append(f"{self.requests:,} requests, {self.tokens / max(now - self.started, 1e-9):,.0f} tok/s")
+                text = f"{task.description} {task.completed:,} ({rate:.3g}/s)"
+            text += "".join(f" {name} {_number(value)}" for name, value in task.info.items())
+            parts.append(text)
+        if self.requests and "requests" not in self.tasks:
+            parts.append(f"requests {self.requests:,}")
+        if self.tokens:
+            parts.append(f"{self.tokens / max(now - self.started, 1e-9):,.0f} tok/s")
         parts.append(f"elapsed {_duration(now - self.started)}")
+        if not final:
+            parts.append(self.eta(now))
         return f"{self.stage}{' done' if final else ''}: " + " | ".join(parts)
 
     def emit(self, final: bool = False) -> None:
-        self.last_line = time.perf_counter()
-        log.info(self.line(final))
+        with self._lock:  # the heartbeat thread and the stage's own thread
+            self.last_line = time.perf_counter()
+            log.info(self.line(final))
 
 
 class RichProgress:
@@ -202,12 +287,31 @@ class RichProgress:
 
     def __enter__(self) -> RichProgress:
         self._progress.__enter__()
+        progress_events.add_activity_listener(self._activity)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        progress_events.remove_activity_listener(self._activity)
         self._progress.__exit__(*exc)
 
-    def start(self, key: str, description: str, total: int | None = None, completed: int = 0) -> None:
+    def _activity(self, rows: int, tokens: int) -> None:
+        if "requests" in self._tasks:  # a bar of requests moves inside one long batch call
+            self._progress.update(self._tasks["requests"], advance=rows)
+
+    def expect(self, key: str, remaining: int, bound: bool = False) -> None:
+        if key not in self._tasks:
+            self.start(key, key)
+        completed = next(t.completed for t in self._progress.tasks if t.id == self._tasks[key])
+        self._progress.update(self._tasks[key], total=completed + max(remaining, 0))
+
+    def drop(self, key: str, amount: int) -> None:
+        if key in self._tasks:
+            task = next(t for t in self._progress.tasks if t.id == self._tasks[key])
+            if task.total is not None:
+                self._progress.update(self._tasks[key], total=max(task.total - amount, task.completed))
+
+    def start(self, key: str, description: str, total: int | None = None, completed: int = 0,
+              bound: bool = False) -> None:
         if key in self._tasks:
             self._progress.update(self._tasks[key], description=description, total=total, completed=completed)
             return

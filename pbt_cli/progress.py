@@ -14,18 +14,35 @@ from typing import Protocol
 
 
 class ProgressSink(Protocol):
-    def start(self, key: str, description: str, total: int | None = None, completed: int = 0) -> None: ...
+    """`start` a task (`bound`: its total is an upper bound, e.g. turns of trees that may stop early);
+    `advance` it (`info` may carry numbers to show, such as loss=1.23, and tokens=n); `expect` says at
+    most `remaining` more units will come from now on; `drop` takes `amount` off the total (work that
+    turned out not to be needed, such as the branches of a tree whose agents agreed)."""
+
+    def start(self, key: str, description: str, total: int | None = None, completed: int = 0,
+              bound: bool = False) -> None: ...
 
     def advance(self, key: str, amount: int = 1, **info: object) -> None: ...
+
+    def expect(self, key: str, remaining: int, bound: bool = False) -> None: ...
+
+    def drop(self, key: str, amount: int) -> None: ...
 
     def log(self, message: str) -> None: ...
 
 
 class NullProgress:
-    def start(self, key: str, description: str, total: int | None = None, completed: int = 0) -> None:
+    def start(self, key: str, description: str, total: int | None = None, completed: int = 0,
+              bound: bool = False) -> None:
         pass
 
     def advance(self, key: str, amount: int = 1, **info: object) -> None:
+        pass
+
+    def expect(self, key: str, remaining: int, bound: bool = False) -> None:
+        pass
+
+    def drop(self, key: str, amount: int) -> None:
         pass
 
     def log(self, message: str) -> None:

@@ -69,8 +69,8 @@ def test_log_progress_writes_a_line_every_interval(monkeypatch, caplog):
         clock[0] += 61
         progress.advance("trees", 0)
     lines = [r.getMessage() for r in caplog.records]
-    assert lines[0] == "generate: trees 32/64 (50%, 0.525/s, ETA 1m01s) | elapsed 1m01s"
-    assert "64 requests, 33 tok/s" in lines[1] and "elapsed 2m02s" in lines[1]
+    assert lines[0] == "generate: trees 32/64 (50%, 0.525/s) | elapsed 1m01s | ETA 1m01s"
+    assert "requests 64 | 33 tok/s" in lines[1] and "elapsed 2m02s" in lines[1]
     assert lines[-1].startswith("generate done: trees 32/64")  # the closing line
 
 

@@ -17,6 +17,7 @@ from pbt_cli.models import registry
 from pbt_cli.models.download import cached_kind, download, released_names
 
 HELP = "Download the released PBT models (or `all`) into the Hugging Face cache or --local-dir."
+EXAMPLE = "Example: pbt download-models --list; pbt download-models pbt-llama-3.1-8b"
 
 
 @o.pbt_command

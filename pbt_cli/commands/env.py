@@ -14,6 +14,7 @@ from pbt_cli.artifacts import git_hash, package_versions
 from pbt_cli.commands.options import pbt_command
 
 HELP = "Print Python, torch, CUDA/GPU, library versions, 4-bit support, and Hugging Face settings."
+EXAMPLE = "Example: pbt env --json   (paste it into a bug report)"
 
 
 def collect_environment() -> dict[str, Any]:

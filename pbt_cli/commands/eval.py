@@ -17,6 +17,8 @@ from pbt_cli.evals.results import format_metric
 
 HELP = ("The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues), "
         "farm (resistance to misinformation).")
+EXAMPLE = ("Example: pbt eval ays --model smollm2-135m --limit 20 --out runs/try/results; "
+           "pbt eval report runs/try/results")
 
 app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -56,7 +58,9 @@ def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -
     console.stderr.print(f"results: {folder / 'results.json'}\nsamples: {folder / 'samples.jsonl'}", highlight=False)
 
 
-@app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).")
+@app.command("flipflop", help="Accuracy on the balanced persuasion set (resisting and accepting).",
+             epilog="Example: pbt eval flipflop --model runs/try/dpo --data runs/try/dpo_data --split test "
+             "--out runs/try/results")
 @o.pbt_command
 @o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
                   o.RUN_PARAMETERS)
@@ -76,14 +80,15 @@ def flipflop(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("the pair subset, sampling, bootstrap intervals") = 42,
     protocol: o.Protocol = "paper",
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
     from pbt_cli.pipeline.preprocess import read_data_manifest
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     if protocol == "original-code" and min_new_tokens is None:  # the original's flipflop set no minimum (§8.7)
         params = {**params, "min_new_tokens": 0}
@@ -96,13 +101,24 @@ def flipflop(
     o.check_input(data, "--data", dry_run=dry_run, check=read_data_manifest)
     if dry_run:
         o.print_dry_run("pbt eval flipflop", cfg)
+        from pbt_cli.budget import flipflop_budget
+        from pbt_cli.commands import estimate as e
+
+        rows = e.flipflop_rows(cfg) if data.exists() else None
+        budget = flipflop_budget(max_new_tokens, extraction_max_new_tokens)
+        e.show_budget("eval flipflop", budget, limit if rows is None else len(rows))
+        if estimate:
+            e.estimate_dialogues(cfg.backend, cfg.model, cfg.extractor,
+                               [(r["question"], list(r["prompt"])) for r in (rows or [])[:8]], cfg.sampling,
+                               extraction_max_new_tokens, budget, None if rows is None else len(rows))
         return
     with console.progress("eval flipflop") as progress:
         results, folder = run_flipflop(cfg, progress=progress)
     _render(results, folder, json_out, f"flipflop: {cfg.model.display_name} on {data} ({split})")
 
 
-@app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.')
+@app.command("ays", help='"Are you sure?": accuracy before and after a challenge, and flip rates.',
+             epilog="Example: pbt eval ays --model smollm2-135m --limit 20 --out runs/try/results --dry-run")
 @o.pbt_command
 @o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
                   o.RUN_PARAMETERS)
@@ -118,13 +134,14 @@ def ays(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("question order, bootstrap intervals") = 42,
     protocol: o.Protocol = "paper",
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals.ays import AysConfig, run_ays
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     cfg = AysConfig(model=o.model_spec_from(params, "model", with_overrides=True), questions=questions, limit=limit,
                     seed=seed, extractor=o.model_spec_from(params, "extractor_model"), max_new_tokens=max_new_tokens,
@@ -136,13 +153,28 @@ def ays(
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval ays", cfg)
+        from pbt_cli.budget import ays_budget
+        from pbt_cli.commands import estimate as e
+        from pbt_cli.data.prompts import EVAL_PERSONA
+        from pbt_cli.models.backends.base import Sampling
+
+        budget = ays_budget(max_new_tokens, extraction_max_new_tokens)
+        items = e.count_questions(questions, limit, seed)
+        e.show_budget("eval ays", budget, items)
+        if estimate:
+            greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens, min_new_tokens=cfg.min_new_tokens)
+            e.estimate_dialogues(cfg.backend, cfg.model, cfg.extractor,
+                               e.question_conversations(questions, limit, seed, EVAL_PERSONA), greedy,
+                               extraction_max_new_tokens, budget, items)
         return
     with console.progress("eval ays") as progress:
         results, folder = run_ays(cfg, progress=progress)
     _render(results, folder, json_out, f"are you sure?: {cfg.model.display_name} on {questions}")
 
 
-@app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.")
+@app.command("team", help="Two models in standard dialogues, both speaking orders; --rescore re-reads samples.",
+             epilog="Example: pbt eval team --model-x runs/try/dpo --model-y smollm2-135m --limit 20 "
+             "--out runs/try/results")
 @o.pbt_command
 @o.shared_options(o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS, o.RUN_PARAMETERS)
 def team(
@@ -165,12 +197,13 @@ def team(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("question order, sampling, bootstrap intervals") = 42,
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.evals import team as team_eval
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     if rescore is not None:
         o.check_input(rescore, "--rescore", dry_run=dry_run)
         if dry_run:
@@ -194,6 +227,17 @@ def team(
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt eval team", cfg)
+        from pbt_cli.budget import team_budget
+        from pbt_cli.commands import estimate as e
+        from pbt_cli.data.prompts import EVAL_PERSONA
+
+        budget = team_budget(max_turns, len(cfg.orders), max_new_tokens, extraction_max_new_tokens)
+        items = e.count_questions(questions, limit, seed)
+        e.show_budget("eval team", budget, items)
+        if estimate:
+            e.estimate_dialogues(cfg.backend, cfg.model_x, cfg.extractor,
+                               e.question_conversations(questions, limit, seed, EVAL_PERSONA), cfg.sampling(),
+                               extraction_max_new_tokens, budget, items)
         return
     with console.progress("eval team") as progress:
         results, folder = team_eval.run_team(cfg, progress=progress)
@@ -243,7 +287,8 @@ def _render_farm(results: dict[str, Any], folder: Path, json_out: bool, title: s
     console.stderr.print(f"results: {folder / 'results.json'}\nsamples: {folder / 'samples.jsonl'}", highlight=False)
 
 
-@app.command("farm", help="Resistance to misinformation on the Farm dataset: accuracy under persuasion, turn by turn.")
+@app.command("farm", help="Resistance to misinformation on the Farm dataset: accuracy under persuasion, turn by turn.",
+             epilog="Example: pbt eval farm --model smollm2-135m --farm embedded:farm-sample --out runs/try/results")
 @o.pbt_command
 @o.shared_options(o.SINGLE_MODEL_PARAMETERS, o.LOAD_PARAMETERS, o.BACKEND_PARAMETERS, o.TRACKING_PARAMETERS,
                   o.RUN_PARAMETERS)
@@ -275,13 +320,14 @@ def farm(
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("sampling, bootstrap intervals") = 42,
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
     from pbt_cli.data.farm import EMBEDDED_PREFIX, load_farm
     from pbt_cli.evals.farm import FarmConfig, run_farm
 
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     cfg = FarmConfig(model=o.model_spec_from(params, "model", with_overrides=True), farm=farm_data,
                      subsets=_names(subset), strategies=_names(strategy) or ("logical",), limit=limit,
@@ -297,6 +343,17 @@ def farm(
             o.check_input(Path(farm_data), "--farm", dry_run=True,
                           check=lambda _: load_farm(cfg.farm, cfg.subsets, cfg.limit))
         o.print_dry_run("pbt eval farm", cfg)
+        from pbt_cli.budget import farm_budget
+        from pbt_cli.commands import estimate as e
+        from pbt_cli.evals.farm import TURNS
+
+        items = None
+        if farm_data.strip().startswith(EMBEDDED_PREFIX) or Path(farm_data).exists():
+            items = sum(len(qs) for qs in load_farm(cfg.farm, cfg.subsets, cfg.limit).values()) * len(cfg.strategies)
+        budget = farm_budget(TURNS, format_retries, max(max_new_tokens, boolq_max_new_tokens), reply_max_new_tokens)
+        e.show_budget("eval farm", budget, items)
+        if estimate and items:
+            e.estimate_farm(cfg.backend, cfg.model, cfg, items, budget)
         return
     with console.progress("eval farm") as progress:
         results, folder = run_farm(cfg, progress=progress)
@@ -304,7 +361,8 @@ def farm(
 
 
 @app.command("report", help="Compare every finished result under a folder: one tidy table (table, csv, json or "
-             "markdown) and plots with 95% intervals.")
+             "markdown) and plots with 95% intervals.",
+             epilog="Example: pbt eval report runs/try/results --format markdown")
 @o.pbt_command
 def report(
     ctx: typer.Context,

@@ -13,6 +13,7 @@ from pbt_cli.commands import options as o
 from pbt_cli.pipeline.filter import FilterConfig, check_trees_input, run_filter, summary_rows
 
 HELP = "Turn dialogue trees into resist/accept preference pairs, split by tree (tokenizer-independent)."
+EXAMPLE = "Example: pbt filter --trees runs/try/trees --out runs/try/pairs   (then: pbt diagnostics runs/try/trees)"
 
 
 @o.pbt_command
@@ -29,7 +30,7 @@ def filter_trees(
     allow_partial: Annotated[bool, typer.Option(
         "--allow-partial/--no-allow-partial", help="Use the trees of an unfinished `pbt generate` run (recorded in "
         "the manifest).")] = False,
-    seed: o.Seed = 42,
+    seed: o.seed_option("the train/valid/test split by tree") = 42,
     overwrite: o.Overwrite = False,
     protocol: o.Protocol = "paper",
     **shared: Any,
@@ -56,3 +57,8 @@ def filter_trees(
     removed_line = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in result.removed.items())
     console.stderr.print(f"trees: {trees_line}\nsibling pairs considered: {result.pairs_considered}; removed: "
                          f"{removed_line or 'none'}", highlight=False)
+    if result.diagnostics:
+        from pbt_cli.commands.view import diagnostics_table
+
+        console.stderr.print(diagnostics_table(result.diagnostics, f"tree diagnostics of {trees} (also in "
+                                                                   f"{result.out}/manifest.json)"))

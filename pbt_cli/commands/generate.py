@@ -8,12 +8,16 @@ from typing import Annotated, Any, Literal
 import typer
 
 from pbt_cli import console
+from pbt_cli.budget import generate_budget
 from pbt_cli.commands import options as o
+from pbt_cli.commands.estimate import count_questions, estimate_dialogues, question_conversations, show_budget
 from pbt_cli.data.questions import check_source
 from pbt_cli.launcher import launcher_shard
 from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
 HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumable)."
+EXAMPLE = ("Example: pbt generate --model-a smollm2-135m --model-b smollm2-135m --questions embedded:train-easy "
+           "--limit 20 --out runs/try/trees   (add --dry-run to see the request and token budget first)")
 
 
 @o.pbt_command
@@ -56,9 +60,10 @@ def generate(
     overwrite: o.Overwrite = False,
     seed: o.Seed = 42,
     protocol: o.Protocol = "paper",
+    estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
-    dry_run = bool(shared["dry_run"])
+    dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
     shard_idx, num_shards, _ = launcher_shard(shard_idx, num_shards)
     cfg = GenerateConfig(
@@ -73,6 +78,16 @@ def generate(
     check_source(questions)
     if dry_run:
         o.print_dry_run("pbt generate", cfg)
+        budget = generate_budget(max_turns, split, max_new_tokens, extraction_max_new_tokens)
+        items = count_questions(questions, limit, seed, shard_idx, num_shards)
+        show_budget("generate", budget, items)
+        if estimate:
+            from pbt_cli.data.prompts import EVAL_PERSONA, OPENING_PERSONAS
+
+            persona = EVAL_PERSONA if split == "eval" else OPENING_PERSONAS[0]
+            estimate_dialogues(cfg.backend, cfg.model_a, cfg.extractor_spec,
+                               question_conversations(questions, limit, seed, persona), cfg.sampling,
+                               extraction_max_new_tokens, budget, items or 0)
         return
     with console.progress("generate") as progress:
         result = run_generate(cfg, progress=progress)

@@ -13,6 +13,8 @@ from pbt_cli.commands import options as o
 CARD_HELP = "Write or refresh the README.md card of a pbt artifact folder (model card, dataset card)."
 PUSH_HELP = ("Publish an adapter, exported model, dataset, pairs, trees or results folder to the Hugging Face Hub, "
              "with its card.")
+CARD_EXAMPLE = "Example: pbt card models/dpo_balanced --results results/"
+PUSH_EXAMPLE = "Example: pbt push models/dpo_balanced me/pbt-llama-3.1-8b --dry-run"
 
 Results = Annotated[Path | None, typer.Option(
     "--results", help="A results root (the --out of `pbt eval`): the card of a model shows its evaluations there.")]

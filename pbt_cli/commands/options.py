@@ -34,6 +34,9 @@ ConfigFile = Annotated[Path | None, typer.Option(
 DryRun = Annotated[bool, typer.Option(
     "--dry-run/--no-dry-run", help="Resolve and check the configuration, print it, and exit without loading any model.",
     rich_help_panel=RUN)]
+Estimate = Annotated[bool, typer.Option(
+    "--estimate/--no-estimate", help="A dry run that also loads the models and times a few real requests, for a "
+    "wall-clock estimate of the whole run.", rich_help_panel=RUN)]
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite/--no-overwrite", help="Replace an existing output made with other settings (otherwise refused).",
     rich_help_panel=RUN)]
@@ -44,13 +47,20 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (question order, 
 Protocol = Annotated[Literal["paper", "original-code"], typer.Option(
     "--protocol", help="paper: the method as the paper describes it; original-code: what the original release did "
     "(its prompts, answer matching, stopping, kinds and scoring; docs/method.md §8.7).", rich_help_panel=RUN)]
+
+
+def seed_option(what: str) -> Any:
+    """`--seed` with what it seeds in this command (it differs: trees, splits, training, evaluations)."""
+    return Annotated[int, typer.Option("--seed", help=f"Random seed ({what}).", rich_help_panel=RUN)]
+
+
 JsonOut = Annotated[bool, typer.Option("--json/--no-json", help="Print the results JSON to stdout instead of a table.",
                                        rich_help_panel=RUN)]
 
 # --- tracking (every stage) ------------------------------------------------------------------------
 TRACKING = "Tracking"
 ReportTo = Annotated[Literal["none", "wandb", "tensorboard", "trackio"], typer.Option(
-    "--report-to", help="Where to send metrics (and, for generation and evaluations, a table of samples).",
+    "--report-to", help="Where to send metrics (and, for evaluations, a table of samples).",
     rich_help_panel=TRACKING)]
 RunName = Annotated[str | None, typer.Option("--run-name", help="The run's name in the tracker.",
                                              rich_help_panel=TRACKING)]
@@ -95,7 +105,8 @@ TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code/--no-trust-r
                                                rich_help_panel=LOADING)]
 DynamicInt8 = Annotated[bool, typer.Option(
     "--dynamic-int8/--no-dynamic-int8", help="CPU inference: Linear layers in int8 with activations quantized on the "
-    "fly (torch dynamic quantization); the fast path on CPUs without bfloat16 (see README, Performance).",
+    "fly (torch dynamic quantization); measured slower than float32 on the demo model, so off by default "
+    "(see README, Performance).",
     rich_help_panel=LOADING)]
 AttnImplementation = Annotated[str | None, typer.Option(
     "--attn-implementation", help="transformers attention kernel (sdpa, eager, flash_attention_2).",

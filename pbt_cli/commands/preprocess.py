@@ -16,6 +16,8 @@ from pbt_cli.pipeline.filter import read_pairs_manifest
 from pbt_cli.pipeline.preprocess import PreprocessConfig, run_preprocess
 
 HELP = "Render preference pairs with one tokenizer's chat template into train/valid/test datasets."
+EXAMPLE = ("Example: pbt preprocess --pairs runs/try/pairs --tokenizer smollm2-135m --format sft --mix all "
+           "--out runs/try/sft_data --show 1")
 
 
 @o.pbt_command

@@ -22,6 +22,10 @@ EVALUATION = "Evaluation during training (flipflop accuracy on the valid split)"
 
 SFT_HELP = "Supervised fine-tuning (LoRA/QLoRA) on the preferred responses of the balanced mix."
 DPO_HELP = "DPO (LoRA/QLoRA) on balanced preference pairs, from an SFT adapter; keeps the best checkpoint."
+SFT_EXAMPLE = ("Example: pbt sft --model smollm2-135m --data runs/try/sft_data --max-steps 20 --warmup-steps 2 "
+               "--out runs/try/sft")
+DPO_EXAMPLE = ("Example: pbt dpo --model smollm2-135m --adapter runs/try/sft --data runs/try/dpo_data "
+               "--num-train-epochs 2 --out runs/try/dpo")
 
 # Paper defaults for 7-8B models (docs/method.md §5); the CPU demo overrides steps and batch sizes.
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -64,10 +68,10 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
                                           rich_help_panel=OPTIMIZATION)], "auto"),
     ("max_length", Annotated[int, typer.Option("--max-length", help="Tokens per example (longer: truncated).",
                                                rich_help_panel=OPTIMIZATION)], None),
-    ("beta", Annotated[float, typer.Option("--beta", help="DPO temperature (dpo only; sft ignores it).",
+    ("beta", Annotated[float, typer.Option("--beta", help="DPO temperature.",
                                            rich_help_panel=OPTIMIZATION)], 0.1),
     ("reference", Annotated[Literal["base", "sft"], typer.Option(
-        "--reference", help="dpo only: the reference policy, base (the policy with its adapter off, as in the "
+        "--reference", help="The reference policy, base (the policy with its adapter off, as in the "
         "paper) or sft (a frozen copy of the --adapter).", rich_help_panel=OPTIMIZATION)], "base"),
     ("eval_strategy", Annotated[Literal["epoch", "steps", "no"], typer.Option(
         "--eval-strategy", help="When to evaluate (and save a checkpoint with it).", rich_help_panel=EVALUATION)],
@@ -101,7 +105,7 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
     ("ddp_timeout", Annotated[int, typer.Option(
         "--ddp-timeout", help="Under torchrun/accelerate launch: seconds a process waits for the others (e.g. for "
         "rank 0's flipflop evaluation) before the launch fails.", rich_help_panel=o.RUN)], 3 * 3600),
-    ("seed", o.Seed, 42),
+    ("seed", o.seed_option("data order, LoRA initialisation, dropout"), 42),
     ("protocol", o.Protocol, "paper"),
     ("chat_template", o.ChatTemplate, None),
     *o.LOAD_PARAMETERS,
@@ -109,11 +113,16 @@ PARAMETERS: list[tuple[str, Any, Any]] = [
 ]
 
 
+# options only `pbt dpo` shows; `pbt sft` keeps their defaults in its configuration
+DPO_ONLY = {"beta", "reference"}
+
+
 def train_config(stage: str, params: dict[str, Any]) -> Any:
     from pbt_cli.train.config import TrainConfig
 
-    values = {name: params[name] if params.get(name) is not None else DEFAULTS[stage].get(name, params.get(name))
-              for name, _, _ in PARAMETERS}
+    fallback = {name: default for name, _, default in PARAMETERS}
+    values = {name: params[name] if params.get(name) is not None
+              else DEFAULTS[stage].get(name, params.get(name, fallback[name])) for name, _, _ in PARAMETERS}
     lora = LoraSpec(r=values["lora_r"], lora_alpha=values["lora_alpha"], lora_dropout=values["lora_dropout"],
                     target_modules=tuple(values["lora_target_modules"]) if values["lora_target_modules"] else None)
     return TrainConfig(
@@ -152,7 +161,8 @@ def _make_command(stage: str) -> Any:
             from pbt_cli.train.sft import run_sft as run
         else:
             from pbt_cli.train.dpo import run_dpo as run
-        manifest = run(cfg)
+        with console.progress(stage) as progress:
+            manifest = run(cfg, progress=progress)
         from pbt_cli.train.distributed import is_main_process
 
         if not is_main_process():  # under a launcher, rank 0 reports for every rank
@@ -168,6 +178,8 @@ def _make_command(stage: str) -> Any:
     defaults = DEFAULTS[stage]
     parameters = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
     for name, annotation, default in PARAMETERS:
+        if stage == "sft" and name in DPO_ONLY:
+            continue
         if default is ...:
             parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation))
         else:
@@ -185,6 +197,7 @@ dpo = _make_command("dpo")
 
 
 EXPORT_HELP = "Merge a LoRA adapter into a 16-bit copy of its base model (for vLLM or sharing)."
+EXPORT_EXAMPLE = "Example: pbt export --adapter models/dpo_balanced --out models/dpo_balanced_merged"
 
 
 @o.pbt_command
@@ -214,6 +227,7 @@ def export(
 
 SELECT_HELP = ("Choose a finished run's best checkpoint by flipflop accuracy on its valid pairs (for runs that could "
                "not evaluate while training, e.g. FSDP) and install it as the run's adapter.")
+SELECT_EXAMPLE = "Example: pbt select-checkpoint --run models/dpo_balanced --extractor-model mistral-7b-instruct-v0.2"
 
 
 @o.pbt_command

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbt_cli.budget import ays_budget
 from pbt_cli.data.answers import AGREE, DISAGREE, NONE, ORIGINAL_CODE, PAPER, PROTOCOLS
 from pbt_cli.data.prompts import (
     AYS_CHALLENGE,
@@ -144,7 +145,8 @@ def run_ays(cfg: AysConfig, *, pool: GeneratorPool | None = None,
         pool.plan([cfg.model] + ([cfg.extractor] if cfg.extractor else []))
         model = pool.get(cfg.model)
         extractor = pool.get(cfg.extractor) if cfg.extractor else pool.base_of(cfg.model)
-        for chunk in run.chunks(questions, progress=progress):
+        for chunk in run.chunks(questions, progress=progress,
+                                budget=ays_budget(cfg.max_new_tokens, cfg.extraction_max_new_tokens)):
             run.append(run_ays_dialogues(chunk, model, extractor, cfg.max_new_tokens, cfg.extraction_max_new_tokens,
                                          min_new_tokens=cfg.min_new_tokens, protocol=cfg.protocol))
         samples = run.samples()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbt_cli.budget import farm_budget
 from pbt_cli.data.farm import (
     EMBEDDED_PREFIX,
     FarmQuestion,
@@ -371,7 +372,9 @@ def run_farm(cfg: FarmConfig, *, pool: GeneratorPool | None = None,
         pool.plan([cfg.model])
         model = pool.get(cfg.model)
         system_role = accepts_system_role(model)
-        for chunk in run.chunks(items, progress=progress):
+        budget = farm_budget(TURNS, cfg.format_retries, max(cfg.max_new_tokens, cfg.boolq_max_new_tokens),
+                             cfg.reply_max_new_tokens)
+        for chunk in run.chunks(items, progress=progress, budget=budget):
             run.append(run_farm_dialogues(chunk, model, cfg, system_role=system_role))
         samples = run.samples()
         described = model.describe()

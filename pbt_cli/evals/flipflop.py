@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbt_cli.budget import flipflop_budget
 from pbt_cli.data.answers import (
     AGREE,
     DISAGREE,
@@ -169,7 +170,8 @@ def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None,
         model = pool.get(cfg.model)
         check_rendered_for(cfg.data, manifest, cfg.model, model)
         extractor = pool.get(cfg.extractor) if cfg.extractor else pool.base_of(cfg.model)
-        for chunk in run.chunks(rows, progress=progress):
+        budget = flipflop_budget(cfg.sampling.max_new_tokens, cfg.extraction_max_new_tokens)
+        for chunk in run.chunks(rows, progress=progress, budget=budget):
             run.append(flipflop_samples(chunk, model, extractor, cfg.sampling, cfg.extraction_max_new_tokens,
                                         cfg.seed, cfg.protocol))
         samples = run.samples()

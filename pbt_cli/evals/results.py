@@ -18,6 +18,7 @@ from typing import Any
 
 from pbt_cli import stops
 from pbt_cli.artifacts import base_manifest, write_json
+from pbt_cli.budget import Budget
 from pbt_cli.console import log
 from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl, write_jsonl
 from pbt_cli.errors import PbtError
@@ -243,14 +244,24 @@ class EvalRun:
         self.folder.write_manifest(manifest)
 
     def chunks(self, items: Sequence[Any], samples_per_item: int = 1,
-               progress: ProgressSink = NULL_PROGRESS) -> Iterator[list[Any]]:
-        """The chunks of `items` still to run, after reading back the samples of finished chunks."""
+               progress: ProgressSink = NULL_PROGRESS, budget: Budget | None = None) -> Iterator[list[Any]]:
+        """The chunks of `items` still to run, after reading back the samples of finished chunks.
+
+        Items finish a chunk at a time (each phase of a chunk is one batched call), so with a `budget`
+        the progress also counts requests, which the backends report batch by batch inside a chunk:
+        that is what moves, and what the ETA is computed from."""
         done = self._resume(items, samples_per_item)
-        progress.start(self.eval_name, f"{self.eval_name}: items", total=len(items), completed=done)
+        progress.start(self.eval_name, "items", total=len(items), completed=done)
+        if budget is not None:
+            progress.start("requests", "requests", total=(len(items) - done) * budget.requests,
+                           bound=not budget.exact)
         for start in range(done, len(items), CHUNK_SIZE):
             chunk = list(items[start: start + CHUNK_SIZE])
             yield chunk
             progress.advance(self.eval_name, len(chunk))
+            if budget is not None:  # the chunk's unused bound is dropped: what is left is the rest's
+                progress.expect("requests", (len(items) - start - len(chunk)) * budget.requests,
+                                bound=not budget.exact)
 
     def _resume(self, items: Sequence[Any], samples_per_item: int) -> int:
         """Samples of whole chunks already written; the file is cut back to them. Returns items done."""

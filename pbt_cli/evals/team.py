@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbt_cli.budget import team_budget
 from pbt_cli.data.answers import NONE, is_correct, same_answer
 from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.data.trees import answer_as_heard, is_blind_opening, resolve_step
@@ -161,7 +162,8 @@ def run_team(cfg: TeamConfig, *, pool: GeneratorPool | None = None,
         pool.plan([cfg.model_x, cfg.model_y] + ([cfg.extractor] if cfg.extractor else []))
         x, y = pool.get(cfg.model_x), pool.get(cfg.model_y)
         extractor = pool.get(cfg.extractor) if cfg.extractor else pool.base_of(cfg.model_x)
-        for chunk in run.chunks(questions, samples_per_item=len(cfg.orders), progress=progress):
+        budget = team_budget(cfg.max_turns, len(cfg.orders), cfg.max_new_tokens, cfg.extraction_max_new_tokens)
+        for chunk in run.chunks(questions, samples_per_item=len(cfg.orders), progress=progress, budget=budget):
             run.append(run_team_dialogues(cfg, chunk, x, y, extractor))
         samples = run.samples()
         results = run.finish(metrics=team_metrics(samples, cfg.seed),

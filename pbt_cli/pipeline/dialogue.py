@@ -149,6 +149,23 @@ def personas_for(level: int, split: str, rng: random.Random) -> tuple[str, ...]:
     return RESPONDER_PERSONAS[agent_at_level(level)]
 
 
+def branching(level: int, split: str) -> int:
+    """How many turns answer one turn at `level - 1`: the number of personas at `level`."""
+    if split == "eval" or level == 0:
+        return 1
+    return len(RESPONDER_PERSONAS[agent_at_level(level)])
+
+
+def turns_below(level: int, max_turns: int, split: str) -> int:
+    """Turns in the full subtree under a turn at `level` (-1: the root, so a whole tree), if no branch
+    ends early; the most a tree can hold (docs/method.md §2.3: 1, 2, 6, 12, ... turns per level)."""
+    total, width = 0, 1
+    for deeper in range(level + 1, max_turns):
+        width *= branching(deeper, split)
+        total += width
+    return total
+
+
 # --- expansion -----------------------------------------------------------------------------------
 
 
@@ -218,5 +235,10 @@ def expand_trees(questions: Sequence[Question], roles: DialogueRoles, settings: 
                       else agents_agree(state, heard))
             if level + 1 < settings.max_turns and not agreed:
                 next_frontier.append(_Open(tree=tree, parent=turn, state=state))
+        # branches that ended here will never need the turns (and their two requests each) below them
+        unneeded = (len(requests) - len(next_frontier)) * turns_below(level, settings.max_turns, settings.split)
+        if unneeded:
+            progress.drop("turns", unneeded)
+            progress.drop("requests", 2 * unneeded)
         frontier = next_frontier
     return trees

@@ -36,6 +36,7 @@ from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.chat import Conversation
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.outputs import OutputFolder, claim_output, read_json_manifest, require_complete, require_stage
+from pbt_cli.pipeline.diagnostics import tree_diagnostics
 from pbt_cli.pipeline.dialogue import agent_view, original_pair_prompt
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
@@ -314,6 +315,7 @@ class FilterResult:
     trees: dict[str, int]
     pairs_considered: int = 0  # sibling pairs looked at before the rules removed some
     reused: bool = False
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # pipeline/diagnostics.py, per persona and level
 
 
 FILTER_OUTPUTS = (*SPLIT_FILES, MANIFEST, "README.md", "judge_cache.jsonl")
@@ -407,7 +409,7 @@ def run_filter(cfg: FilterConfig, *, pool: GeneratorPool | None = None,
         if previous is not None:
             return FilterResult(out=cfg.out, counts=previous["counts"], removed=previous["removed"],
                                 trees=previous["trees"], pairs_considered=previous.get("pairs_considered", 0),
-                                reused=True)
+                                reused=True, diagnostics=previous.get("diagnostics") or {})
         return _filter(cfg, folder, settings, partial, pool, progress)
 
 
@@ -423,6 +425,7 @@ def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], p
                            "keep one run's files per folder")
         seen.add(tree.tree_id)
     progress.start("filter", "scoring trees", total=len(trees))
+    diagnostics = tree_diagnostics(trees)
     resolved = {tree.tree_id: resolve_answers(tree) for tree in trees}
     judge: JudgeCache | None = None
     if cfg.judge is not None:
@@ -465,13 +468,13 @@ def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], p
     manifest = base_manifest("filter", cfg, timestamp=False)
     manifest.update(status="complete", settings=settings, counts=counts, removed=dict(sorted(removed.items())),
                     trees=tree_counts, pairs_considered=considered, judge=judge.describe() if judge else None,
-                    partial_input=partial)
+                    partial_input=partial, diagnostics=diagnostics)
     with folder.staging() as staging:
         for split, pairs in pairs_by_split.items():
             write_pairs(staging / f"{split}.jsonl", pairs)
     folder.install(staging, manifest, keep=(JUDGE_CACHE,))
     return FilterResult(out=cfg.out, counts=counts, removed=dict(removed), trees=tree_counts,
-                        pairs_considered=considered)
+                        pairs_considered=considered, diagnostics=diagnostics)
 
 
 def summary_rows(result: FilterResult) -> list[list[Any]]:

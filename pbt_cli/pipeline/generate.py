@@ -27,7 +27,7 @@ from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Sampling
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.outputs import TRACKING, OutputFolder, claim_output
-from pbt_cli.pipeline.dialogue import SPLITS, DialogueRoles, DialogueSettings, expand_trees
+from pbt_cli.pipeline.dialogue import SPLITS, DialogueRoles, DialogueSettings, expand_trees, turns_below
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
 
@@ -172,12 +172,16 @@ def _generate(cfg: GenerateConfig, folder: OutputFolder, pool: GeneratorPool | N
     manifest.update(settings=cfg.content_settings(), prompts_version=PROMPTS_VERSION, status="running",
                     counts={"selected": len(questions), "trees": kept})
     progress.start("trees", "trees", total=len(questions), completed=len(questions) - len(todo))
-    progress.start("turns", "turns")
 
     written = turns = 0
     if todo:
         roles = DialogueRoles(agents={"A": pool.get(cfg.model_a), "B": pool.get(cfg.model_b)},
                               extractor=pool.get(cfg.extractor_spec))
+        # the most turns the trees to do can hold; a branch that ends early takes its subtree off
+        # (expand_trees); every turn is two requests, the agent's reply and its extraction
+        most_turns = len(todo) * turns_below(-1, cfg.max_turns, cfg.split)
+        progress.start("turns", "turns", total=most_turns, bound=True)  # started once the models are loaded
+        progress.start("requests", "requests", total=2 * most_turns, bound=True)
         models = {"A": roles.agents["A"].describe(), "B": roles.agents["B"].describe(),
                   "extractor": roles.extractor.describe()}
         folder.write_manifest(manifest)  # the models loaded: from here on there is a run to resume

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 from pbt_cli.train.config import TrainConfig
 from pbt_cli.train.run import run_training
 
 
-def run_dpo(cfg: TrainConfig) -> dict[str, Any]:
+def run_dpo(cfg: TrainConfig, progress: ProgressSink = NULL_PROGRESS) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     class PbtDPOTrainer(DPOTrainer):
@@ -29,4 +30,5 @@ def run_dpo(cfg: TrainConfig) -> dict[str, Any]:
                 model.delete_adapter("ref")
                 model.set_adapter("default")
 
-    return run_training(cfg, PbtDPOTrainer, DPOConfig, stage_arguments={"beta": cfg.beta})
+    return run_training(cfg, PbtDPOTrainer, DPOConfig, stage_arguments={"beta": cfg.beta},
+                        progress=progress)

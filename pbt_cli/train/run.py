@@ -34,6 +34,7 @@ from pbt_cli.train.output import (
     install_adapter,
 )
 from pbt_cli.train.policy import build_policy, check_launch, require_tracker, trains_on_cuda, trl_arguments
+from pbt_cli.train.progress_log import use_step_progress
 
 
 def load_training_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, Any, list[dict[str, Any]], dict[str, Any]]:
@@ -88,7 +89,8 @@ def check_adapter_input(cfg: TrainConfig) -> None:
 
 
 def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
-                 stage_arguments: dict[str, Any] | None = None) -> dict[str, Any]:
+                 stage_arguments: dict[str, Any] | None = None,
+                 progress: ProgressSink = NULL_PROGRESS) -> dict[str, Any]:
     """Train one run; under a launcher every rank calls this (train/distributed.py says who does what)
     and every rank returns the manifest rank 0 wrote."""
     from pbt_cli.pipeline.preprocess import check_data_files
@@ -99,7 +101,8 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
     check_launch(cfg)
     with distributed.process_group(cuda=trains_on_cuda(cfg), timeout_s=cfg.ddp_timeout):
         try:
-            return _train_in_group(cfg, trainer_class, config_class, stage_arguments or {})
+            return _train_in_group(cfg, trainer_class, config_class, stage_arguments or {},
+                                   progress if distributed.is_main_process() else NULL_PROGRESS)
         except RuntimeError as exc:
             failure = distributed.peer_failure(exc)
             if failure is None:
@@ -130,7 +133,7 @@ def claim_on_main(cfg: TrainConfig) -> tuple[Any, str | bool, dict[str, Any] | N
 
 
 def _train_in_group(cfg: TrainConfig, trainer_class: Any, config_class: Any,
-                    stage_arguments: dict[str, Any]) -> dict[str, Any]:
+                    stage_arguments: dict[str, Any], progress: ProgressSink) -> dict[str, Any]:
     from transformers import set_seed
 
     main = distributed.is_main_process()
@@ -147,6 +150,7 @@ def _train_in_group(cfg: TrainConfig, trainer_class: Any, config_class: Any,
                                                eval_dataset=eval_dataset, processing_class=tokenizer,
                                                callbacks=make_callbacks(cfg))
         trainer.pbt_rows, trainer.pbt_config = rows, cfg
+        use_step_progress(trainer, progress)
         manifest = base_manifest(cfg.stage, cfg)
         manifest.update(status="running", settings=cfg.settings(), data_manifest=data_hash(cfg),
                         data_tokenizer=data_manifest.get("tokenizer"), data_mix=data_manifest.get("mix"),

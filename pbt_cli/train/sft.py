@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 from pbt_cli.train.config import TrainConfig
 from pbt_cli.train.run import run_training
 
 
-def run_sft(cfg: TrainConfig) -> dict[str, Any]:
+def run_sft(cfg: TrainConfig, progress: ProgressSink = NULL_PROGRESS) -> dict[str, Any]:
     from trl import SFTConfig, SFTTrainer
 
-    return run_training(cfg, SFTTrainer, SFTConfig, stage_arguments={"completion_only_loss": True})
+    return run_training(cfg, SFTTrainer, SFTConfig, stage_arguments={"completion_only_loss": True},
+                        progress=progress)

@@ -8,6 +8,7 @@ from typing import Any
 
 from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation
+from pbt_cli.progress import report_activity
 
 ReplyFunction = Callable[[Conversation, Sampling], str]
 
@@ -35,6 +36,7 @@ class ScriptedGenerator:
         self.usage.sequences += len(replies)
         self.usage.generated_tokens += sum(len(r.split()) for r in replies)
         self.usage.seconds += time.perf_counter() - started
+        report_activity(len(replies), sum(len(r.split()) for r in replies))  # as the real backends do
         return replies
 
     def describe(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from pbt_cli.models.chat import (
 )
 from pbt_cli.models.resolve import ADAPTER_CONFIG, ResolvedModel, resolve
 from pbt_cli.models.spec import ModelSpec
+from pbt_cli.progress import report_activity
 
 TOTAL_GPU_MEMORY_SHARE = 0.9
 # the only values vLLM 0.33 accepts for max_lora_rank (vllm/config/lora.py:27, MaxLoRARanks)
@@ -318,12 +319,15 @@ class VLLMGenerator:
                 # (vllm/entrypoints/common/offline.py:539-566)
                 self.raise_if_too_long(engine, conversations, indices, prefill)
                 raise
+            before = self.usage.generated_tokens
             for i, output in zip(indices, outputs, strict=True):
                 completion = output.outputs[0]
                 replies[i] = completion.text.strip()
                 self.usage.prompt_tokens += len(output.prompt_token_ids or [])
                 self.usage.generated_tokens += len(completion.token_ids or [])
             self.usage.calls += 1
+            # vLLM schedules the whole call itself: requests are reported when it returns
+            report_activity(len(indices), self.usage.generated_tokens - before)
         self.usage.sequences += len(conversations)
         self.usage.seconds += time.perf_counter() - started
         return replies

@@ -1,0 +1,1 @@
+"""`pbt view`: one self-contained HTML page of trees, pairs and evaluation transcripts."""
