@@ -292,3 +292,29 @@ def test_checkpoints_held_as_fsdp_shards_become_adapters_for_select_checkpoint(c
         assert (checkpoint / "adapter_config.json").is_file()
     best = read_json(run / "manifest.json")["best_checkpoint"]
     assert tensors(run / "adapter_model.safetensors").keys() == originals[Path(best).name].keys()
+
+
+def test_under_fsdp_every_saved_checkpoint_gets_its_adapter_files(monkeypatch, tmp_path, sft_run):
+    """The callback the Trainer calls after each save: rank 0 reads the adapter back from the shards."""
+    from types import SimpleNamespace
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pbt_cli.train.evaluation import make_callbacks
+
+    sft_out = sft_run[0]
+    base = AutoModelForCausalLM.from_pretrained(read_json(sft_out / "adapter_config.json")["base_model_name_or_path"])
+    model = PeftModel.from_pretrained(base, str(sft_out))
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    save_as_fsdp_shards(model, checkpoint, adapter_only=True)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    cfg = TrainConfig(stage="sft", model=ModelSpec.parse(str(sft_out.parent)), data=sft_out, out=out)
+    control = SimpleNamespace()
+    for callback in make_callbacks(cfg):
+        if hasattr(callback, "on_save"):
+            callback.on_save(None, SimpleNamespace(global_step=2), control, model=model)
+    assert read_json(checkpoint / "adapter_config.json")["r"] == read_json(sft_out / "adapter_config.json")["r"]
+    rebuilt, trained = tensors(checkpoint / "adapter_model.safetensors"), tensors(sft_out / "adapter_model.safetensors")
+    assert rebuilt.keys() == trained.keys() and all(rebuilt[name].equal(trained[name]) for name in rebuilt)
