@@ -7,7 +7,7 @@ import json
 import os
 import signal
 
-import launch
+import launchkit as launch
 from trainkit import TINY_RUN, cli, read_json
 
 

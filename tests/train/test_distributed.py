@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-import launch
+import launchkit as launch
 import pytest
 from trainkit import TINY_RUN, read_json, tensors
 
