@@ -38,3 +38,19 @@ def launcher_shard(shard_idx: int | None, num_shards: int | None,
                            f"--array=0-{num_shards - 1}, or give --shard-idx")
         return int(task) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0), num_shards, "slurm-array"
     return 0, num_shards or 1, None
+
+
+def own_gpu_only(environ: dict[str, str] | None = None) -> str | None:
+    """Under torchrun, let this rank see only its own GPU (the LOCAL_RANK-th visible one), so that a model
+    loaded with `--device-map auto` does not spread over the GPUs of the other ranks. Call before CUDA
+    starts. Returns what CUDA_VISIBLE_DEVICES became, or None when nothing changed."""
+    env = os.environ if environ is None else environ
+    if int(env.get("WORLD_SIZE") or 1) <= 1 or "LOCAL_RANK" not in env:
+        return None
+    local = int(env["LOCAL_RANK"])
+    visible = [device for device in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if device.strip()]
+    if visible and local >= len(visible):
+        raise PbtError(f"torchrun started local rank {local} but CUDA_VISIBLE_DEVICES names {len(visible)} GPUs; "
+                       "launch at most one process per GPU")
+    env["CUDA_VISIBLE_DEVICES"] = visible[local] if visible else str(local)
+    return env["CUDA_VISIBLE_DEVICES"]

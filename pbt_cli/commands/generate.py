@@ -12,7 +12,7 @@ from pbt_cli.budget import generate_budget
 from pbt_cli.commands import options as o
 from pbt_cli.commands.estimate import count_questions, estimate_dialogues, question_conversations, show_budget
 from pbt_cli.data.questions import check_source
-from pbt_cli.launcher import launcher_shard
+from pbt_cli.launcher import launcher_shard, own_gpu_only
 from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
 HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumable)."
@@ -65,7 +65,9 @@ def generate(
 ) -> None:
     dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
-    shard_idx, num_shards, _ = launcher_shard(shard_idx, num_shards)
+    shard_idx, num_shards, launcher = launcher_shard(shard_idx, num_shards)
+    if launcher == "torchrun":
+        own_gpu_only()  # one GPU per rank, before CUDA starts
     cfg = GenerateConfig(
         model_a=o.model_spec_from(params, "model_a"), model_b=o.model_spec_from(params, "model_b"),
         extractor=o.model_spec_from(params, "extractor_model"), questions=questions, limit=limit, seed=seed,

@@ -5,7 +5,8 @@ Every process of a launch runs the same `pbt sft|dpo` command; what differs is w
   onto its own device and FSDP's `cpu_ram_efficient_loading` applies (transformers honours it only
   inside an existing group);
 - rank 0 alone claims and locks `--out`, deletes an earlier run's files under --overwrite and picks
-  the resume point; the other ranks wait for its answer, or its refusal, in a broadcast (`from_main`);
+  the resume point; the other ranks wait for its answer, or its refusal, in a broadcast (`from_main`,
+  train/run.py `claim_on_main`);
 - a stop (SIGTERM, Ctrl-C) that any rank received is agreed on at every step end (`any_rank`), so all
   ranks save the same checkpoint and stop after the same step;
 - a rank that dies makes the others' collectives fail: they end with one line (`peer_failure`).
@@ -123,11 +124,6 @@ class FollowerExit(SystemExit):
     """A rank other than 0 leaving because rank 0 refused the run. Rank 0 prints the one line and exits
     with the refusal's code, which the launcher reports; the others leave silently and successfully,
     so the launcher does not kill rank 0 (a failed rank makes it stop the rest) before it has printed."""
-
-
-def follow(refusal: tuple[str, int] | None) -> None:
-    if refusal is not None and not is_main_process():
-        raise FollowerExit(0)
 
 
 def peer_failure(exc: BaseException) -> PbtError | None:

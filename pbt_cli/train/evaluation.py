@@ -85,7 +85,7 @@ def make_callbacks(cfg: TrainConfig) -> list[Any]:
 
     class FsdpCheckpointCallback(TrainerCallback):
         """FSDP saves a checkpoint as one shard per rank (pytorch_model_fsdp_0/): rank 0 adds the adapter
-        files read back from them, so `pbt select-checkpoint` and `--resume` of a later stage can load it."""
+        files read back from them, so `pbt select-checkpoint` (or plain PEFT) can load every checkpoint."""
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             from pathlib import Path

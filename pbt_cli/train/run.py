@@ -117,15 +117,13 @@ def claim_on_main(cfg: TrainConfig) -> tuple[Any, str | bool, dict[str, Any] | N
     with rank 0's refusal. Returns (the folder, or a no-op context on ranks > 0; resume point; manifest)."""
     if not distributed.is_main_process():
         answer = distributed.from_main(None)
-        distributed.follow(answer.get("refusal"))
+        if answer.get("refused"):
+            raise distributed.FollowerExit(0)
         return contextlib.nullcontext(), answer["resume_from"], answer.get("done")
     try:
         folder, resume_from = claim(cfg)
-    except PbtError as exc:
-        distributed.from_main({"refusal": (str(exc), exc.exit_code)})
-        raise
     except BaseException:
-        distributed.from_main({"refusal": ("rank 0 could not claim --out", 1)})
+        distributed.from_main({"refused": True})  # rank 0 prints why and exits with its code
         raise
     done = {**(read_manifest(cfg.out) or {}), "reused": True} if resume_from == ALREADY_DONE else None
     distributed.from_main({"resume_from": resume_from, "done": done})

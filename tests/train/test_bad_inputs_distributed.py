@@ -7,8 +7,8 @@ import json
 import os
 import signal
 
-import launch
-from trainkit import TINY_RUN, read_json
+import launchkit as launch
+from trainkit import TINY_RUN, cli, read_json
 
 
 def test_a_launch_over_a_folder_with_foreign_files_is_refused_once(tmp_path, tiny_model_dir, sft_data):
@@ -46,7 +46,8 @@ def test_a_rank_killed_mid_training_fails_the_launch_in_one_line_and_the_rerun_t
     assert "run the same launch command again" in errors[0]
     assert (out / ".pbt-lock").exists()  # the dead rank's lock: the rerun must not be blocked by it
 
-    code, printed = launch.run(*args)
+    # the rerun (one process here, to keep the launches few): not blocked, the dead rank's lock is taken over
+    code, printed = cli(*args)
     assert code == 0, printed
     assert "taking over the lock" in printed, printed
     manifest = read_json(out / "manifest.json")

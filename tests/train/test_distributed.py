@@ -14,7 +14,7 @@ import os
 import signal
 from pathlib import Path
 
-import launch
+import launchkit as launch
 import pytest
 from trainkit import TINY_RUN, read_json, tensors
 
@@ -31,7 +31,8 @@ def layout(out: Path) -> set[str]:
 def test_sft_under_torchrun_stops_every_rank_at_one_step_and_resumes(tmp_path, tiny_model_dir, sft_data, sft_run,
                                                                      target):
     """SIGTERM to the launcher (which passes it on to every rank, a step apart or not) or to one rank only:
-    the ranks agree at the step end, save one checkpoint together, and the same command resumes it."""
+    the ranks agree at the step end and save one checkpoint together; the same command resumes it (run
+    for one of the two, to keep the launches few)."""
     out, log = tmp_path / "sft-ddp", tmp_path / "launch.log"
     args = ("sft", "--model", tiny_model_dir, "--data", sft_data, "--out", out, "--max-steps", "8",
             "--save-steps", "100", *TINY_RUN)
@@ -58,6 +59,8 @@ def test_sft_under_torchrun_stops_every_rank_at_one_step_and_resumes(tmp_path, t
     assert 1 <= stopped_at < 8
     assert printed.count("stopped (SIGTERM)") == 2, printed  # every rank left through the clean stop
     assert not (out / ".pbt-lock").exists()
+    if target == "launcher":
+        return
 
     code, printed = launch.run(*args)
     assert code == 0, printed
@@ -292,3 +295,29 @@ def test_checkpoints_held_as_fsdp_shards_become_adapters_for_select_checkpoint(c
         assert (checkpoint / "adapter_config.json").is_file()
     best = read_json(run / "manifest.json")["best_checkpoint"]
     assert tensors(run / "adapter_model.safetensors").keys() == originals[Path(best).name].keys()
+
+
+def test_under_fsdp_every_saved_checkpoint_gets_its_adapter_files(monkeypatch, tmp_path, sft_run):
+    """The callback the Trainer calls after each save: rank 0 reads the adapter back from the shards."""
+    from types import SimpleNamespace
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pbt_cli.train.evaluation import make_callbacks
+
+    sft_out = sft_run[0]
+    base = AutoModelForCausalLM.from_pretrained(read_json(sft_out / "adapter_config.json")["base_model_name_or_path"])
+    model = PeftModel.from_pretrained(base, str(sft_out))
+    out = tmp_path / "run"
+    checkpoint = out / "checkpoints" / "checkpoint-2"
+    save_as_fsdp_shards(model, checkpoint, adapter_only=True)
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    cfg = TrainConfig(stage="sft", model=ModelSpec.parse(str(sft_out.parent)), data=sft_out, out=out)
+    control = SimpleNamespace()
+    for callback in make_callbacks(cfg):
+        if hasattr(callback, "on_save"):
+            callback.on_save(None, SimpleNamespace(global_step=2), control, model=model)
+    assert read_json(checkpoint / "adapter_config.json")["r"] == read_json(sft_out / "adapter_config.json")["r"]
+    rebuilt, trained = tensors(checkpoint / "adapter_model.safetensors"), tensors(sft_out / "adapter_model.safetensors")
+    assert rebuilt.keys() == trained.keys() and all(rebuilt[name].equal(trained[name]) for name in rebuilt)
