@@ -57,6 +57,8 @@ def dataset_card_text(manifest: dict[str, Any], pairs_manifest: dict[str, Any] |
                   "chosen and rejected (one assistant message each), chosen_text, rejected_text, chosen_tokens, "
                   "rejected_tokens"))
     settings = manifest.get("settings") or {}
+    held_out = ("resist and accept pairs cut to equal counts" if settings.get("balance_eval", True) else
+                "every held-out resist and accept pair, not cut to equal counts (`--no-balance-eval`)")
     source = (pairs_manifest or {}).get("config", {}).get("trees") if pairs_manifest else None
     body = f"""
 # PBT preference data ({manifest.get('format')}, mix {manifest.get('mix')})
@@ -65,8 +67,8 @@ Persuasion-Balanced Training data made by the `pbt` command-line tool (`pbt prep
 "Teaching Models to Balance Resisting and Accepting Persuasion" ([arXiv:2410.14596]({PBT_URL})).
 Each row is a persuasion dialogue from two-agent trees: `resist` rows reward keeping a correct answer
 against a wrong persuader, `accept` rows reward taking a correct answer from a right one. The
-`validation` and `test` splits are the balanced flipflop evaluation sets (label
-`flip_correct_to_incorrect` for resist, `flip_incorrect_to_correct` for accept).
+`validation` and `test` splits are the flipflop evaluation sets (label `flip_correct_to_incorrect`
+for resist, `flip_incorrect_to_correct` for accept), {held_out}.
 
 {_table(["split", "rows", "resist", "accept", "no kind"], rows)}
 
