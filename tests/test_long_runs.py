@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,16 +145,16 @@ def test_sigterm_during_training_saves_a_checkpoint_it_resumes_from(tmp_path, ti
     out = tmp_path / "sft"
     args = ["sft", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", "40", "--save-steps", "1000",
             "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--warmup-steps", "1",
-            "--logging-steps", "1"]
+            "--logging-steps", "1", "--log-every", "1"]
     run = pbt_process(*args)
     seen: list[str] = []
 
     def trained_two_steps() -> bool:
-        # the trainer prints one dict per logged step on stdout
-        line = run.stdout.readline()
+        # off a terminal, training logs `sft: steps N/40 ...` every --log-every seconds on stderr
+        line = run.stderr.readline()
         if line:
             seen.append(line)
-        return sum("'loss'" in entry for entry in seen) >= 2
+        return any(int(found.group(1)) >= 2 for entry in seen if (found := re.search(r"steps (\d+)/40", entry)))
 
     wait_for(trained_two_steps, run)
     run.send_signal(signal.SIGTERM)

@@ -105,8 +105,8 @@ TrustRemoteCode = Annotated[bool, typer.Option("--trust-remote-code/--no-trust-r
                                                rich_help_panel=LOADING)]
 DynamicInt8 = Annotated[bool, typer.Option(
     "--dynamic-int8/--no-dynamic-int8", help="CPU inference: Linear layers in int8 with activations quantized on the "
-    "fly (torch dynamic quantization); measured slower than float32 on the demo model, so off by default "
-    "(see README, Performance).",
+    "fly (torch dynamic quantization); faster than float32 but it changes a small model's answers (measured on "
+    "the demo model), so not recommended for small models (see README, Performance).",
     rich_help_panel=LOADING)]
 AttnImplementation = Annotated[str | None, typer.Option(
     "--attn-implementation", help="transformers attention kernel (sdpa, eager, flash_attention_2).",

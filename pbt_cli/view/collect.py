@@ -232,7 +232,11 @@ class Collector:
             self._add_pairs_folder(folder)
             return
         if stage == "preprocess":
-            self._add_dataset(folder)
+            if depth == 0:
+                self._add_dataset(folder)
+            else:  # inside a run folder a dataset renders the run's pairs again: shown once, as pairs
+                self.data.notes.append(f"{folder} (a dataset of the run's pairs) is not listed again; "
+                                       f"`pbt view {folder}` shows it")
             return
         if stage.startswith("eval ") or (folder / "samples.jsonl").is_file():
             if (folder / "samples.jsonl").is_file():
