@@ -399,6 +399,10 @@ def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], p
     resolved = {tree.tree_id: resolve_answers(tree) for tree in trees}
     judge: JudgeCache | None = None
     if cfg.judge is not None:
+        # the cache is written as the judge answers: a manifest must claim it first, or a run stopped
+        # now leaves a file no manifest claims and its rerun is refused instead of resumed
+        folder.write_manifest({**base_manifest("filter", cfg, timestamp=False), "status": "running",
+                               "settings": settings})
         judge = JudgeCache(folder.path / JUDGE_CACHE, (pool or GeneratorPool(cfg.backend)).get(cfg.judge))
     judged_same = judge_same_answers(trees, resolved, judge) if judge else {}
 

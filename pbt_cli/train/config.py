@@ -79,6 +79,8 @@ class TrainConfig:
             raise PbtError("--dynamic-int8 is for inference; train in float32 (or with --load-in-8bit/--load-in-4bit)")
         if self.learning_rate <= 0:
             raise PbtError(f"--learning-rate must be above 0, got {self.learning_rate}")
+        if not self.beta > 0 or self.beta == float("inf"):  # NaN fails every comparison
+            raise PbtError(f"--beta must be a finite number above 0 (the paper: 0.1), got {self.beta}")
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must share with the interrupted one."""
