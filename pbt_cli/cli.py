@@ -83,9 +83,16 @@ def check_log_file(path: Path) -> None:
     if not existing.is_dir() and existing != path:
         raise typer.BadParameter(f"{path} lies inside {existing}, which is a file; give another path",
                                  param_hint="'--log-file'")
-    if not os.access(existing, os.W_OK):
-        raise typer.BadParameter(f"{path} cannot be written ({existing} is read-only or not yours); give a "
-                                 "writable path", param_hint="'--log-file'")
+    import tempfile
+
+    try:  # a probe, not the log file itself: that is made at the first line, after the stage's checks
+        if existing == path:
+            open(path, "a").close()  # appending nothing changes nothing
+        else:
+            tempfile.NamedTemporaryFile(dir=existing, prefix=".pbt-probe-").close()
+    except OSError as exc:
+        raise typer.BadParameter(f"{path} cannot be written ({exc.strerror} in {existing}); give a writable path",
+                                 param_hint="'--log-file'") from None
 
 
 def hoist_global_flags(argv: Sequence[str]) -> list[str]:
