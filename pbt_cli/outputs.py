@@ -580,7 +580,7 @@ def require_stage(folder: Path, expected: str | Sequence[str], flag: str, *, mad
 
 
 def require_complete(manifest: dict[str, Any], folder: Path, flag: str, *, allow_partial: bool = False,
-                     option: str = "--allow-partial") -> bool:
+                     option: str | None = None) -> bool:
     """Whether an input is complete; an unfinished one is refused unless `allow_partial` (then True: partial)."""
     status = manifest.get("status", "complete")
     if status == "complete":
@@ -588,5 +588,6 @@ def require_complete(manifest: dict[str, Any], folder: Path, flag: str, *, allow
     if allow_partial:
         log.warning("%s %s is %s; using what it holds (%s)", flag, folder, status, option)
         return True
-    raise PbtError(f"{flag} {folder} is {status} (its run has not finished); finish it by rerunning its command, "
-                   f"or pass {option} to use what it holds")
+    advice = f", or pass {option} to use what it holds" if option else ""  # only where the command has it
+    raise PbtError(f"{flag} {folder} is {status} (its run has not finished); finish it by rerunning its command"
+                   f"{advice}")

@@ -627,3 +627,62 @@ def test_a_full_disk_is_one_line_and_marks_the_run_failed(capsys, tmp_path, worl
     result = run_cli(capsys, "filter", "--trees", world["trees"], "--out", out, "--judge", world["model"])
     assert result.exit_code == 0, result.stderr
     assert not list(out.glob(".pbt-tmp-*"))
+
+
+def no_model_loading(monkeypatch) -> None:
+    import pbt_cli.models.loading as loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
+def test_training_data_of_the_wrong_format_or_template_is_refused_before_the_model_loads(capsys, tmp_path, world,
+                                                                                        monkeypatch):
+    no_model_loading(monkeypatch)
+    assert_refused(capsys, ["dpo", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "d"],
+                   "--format sft", "needs --format dpo", unchanged=(world["data"],), absent=(tmp_path / "d",))
+    template = tmp_path / "other.jinja"
+    template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+    other = tmp_path / "other-data"
+    result = run_cli(capsys, "preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"], "--chat-template",
+                     template, "--out", other)
+    assert result.exit_code == 0, result.stderr
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", other, "--out", tmp_path / "s"],
+                   "rendered for the tokenizer", unchanged=(other,), absent=(tmp_path / "s",))
+
+
+def test_no_advice_to_pass_an_option_the_command_does_not_have(capsys, tmp_path, world):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    write_json(pairs / "manifest.json", {**json.loads((world["pairs"] / "manifest.json").read_text()),
+                                         "status": "interrupted"})
+    line = assert_refused(capsys, ["preprocess", "--pairs", pairs, "--tokenizer", world["model"], "--out",
+                                   tmp_path / "d"], "interrupted", unchanged=(pairs,), absent=(tmp_path / "d",))
+    assert "--allow-partial" not in line
+    data = tmp_path / "data"
+    for path in world["data"].rglob("*"):
+        if path.is_file():
+            (data / path.relative_to(world["data"])).parent.mkdir(parents=True, exist_ok=True)
+            (data / path.relative_to(world["data"])).write_bytes(path.read_bytes())
+    write_json(data / "manifest.json", {**json.loads((world["data"] / "manifest.json").read_text()),
+                                        "status": "interrupted"})
+    line = assert_refused(capsys, ["sft", "--model", world["model"], "--data", data, "--out", tmp_path / "s"],
+                          "interrupted", unchanged=(data,), absent=(tmp_path / "s",))
+    assert "--allow-partial" not in line
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--limit", "0"), ("--limit", "-5"), ("--num-shards", "0")])
+def test_a_dry_run_checks_the_values_a_run_checks(capsys, tmp_path, world, flag, value):
+    assert_refused(capsys, ["generate", "--model-a", world["model"], "--model-b", world["model"], "--out",
+                            tmp_path / "t", flag, value, "--dry-run"], flag, "at least 1", absent=(tmp_path / "t",))
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--lr-scheduler-type", "bogus"), ("--optim", "bogus")])
+def test_unknown_trainer_choices_are_one_line(capsys, tmp_path, world, flag, value, monkeypatch):
+    no_model_loading(monkeypatch)
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "s",
+                            flag, value], f"{flag} must be one of", "'bogus'", absent=(tmp_path / "s",))

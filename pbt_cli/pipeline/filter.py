@@ -321,7 +321,8 @@ def check_trees_input(trees_path: Path, allow_partial: bool) -> bool:
     """Refuse the trees of an unfinished `pbt generate` run unless --allow-partial; True when partial."""
     partial = False
     for name, manifest in trees_manifests(trees_path).items():
-        partial |= require_complete(manifest, trees_path, f"--trees ({name})", allow_partial=allow_partial)
+        partial |= require_complete(manifest, trees_path, f"--trees ({name})", allow_partial=allow_partial,
+                                    option="--allow-partial")
     return partial
 
 

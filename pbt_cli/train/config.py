@@ -87,3 +87,13 @@ class TrainConfig:
         ignore = {"resume", "overwrite", "report_to", "logging_steps", "eval_batch_size", "save_total_limit",
                   "run_name", "project", "tags", "base_model_name"}
         return {k: v for k, v in to_plain(self).items() if k not in ignore}
+
+
+def check_trainer_choices(cfg: TrainConfig) -> None:
+    """--lr-scheduler-type and --optim name what transformers knows (one line, not its ValueError from
+    deep inside the trainer); checked when a run starts, as the lists come from transformers itself."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    require_one_of("--lr-scheduler-type", cfg.lr_scheduler_type, [kind.value for kind in SchedulerType])
+    require_one_of("--optim", cfg.optim, ["auto", *(name.value for name in OptimizerNames)])
