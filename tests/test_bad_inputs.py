@@ -647,7 +647,7 @@ def test_training_data_of_the_wrong_format_or_template_is_refused_before_the_mod
     template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
     other = tmp_path / "other-data"
     result = run_cli(capsys, "preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"], "--chat-template",
-                     template, "--out", other)
+                     template, "--format", "sft", "--out", other)
     assert result.exit_code == 0, result.stderr
     assert_refused(capsys, ["sft", "--model", world["model"], "--data", other, "--out", tmp_path / "s"],
                    "rendered for the tokenizer", unchanged=(other,), absent=(tmp_path / "s",))
