@@ -73,7 +73,9 @@ FOLDER_CONTENTS: dict[str, tuple[str, ...]] = {
     "data": ("data/train-*-of-*.parquet", "data/validation-*-of-*.parquet", "data/test-*-of-*.parquet"),
     **{split: (f"{split}/data-*-of-*.arrow", f"{split}/dataset_info.json", f"{split}/state.json")
        for split in ("train", "valid", "test")},
-    "checkpoints": ("checkpoints/checkpoint-*/**",),
+    # the trainer's output_dir: its checkpoints, and the model card and arguments it writes beside them
+    "checkpoints": ("checkpoints/checkpoint-*/**", "checkpoints/README.md", "checkpoints/training_args.bin",
+                    "checkpoints/runs/**/events.out.tfevents.*"),
     "runs": ("runs/**/events.out.tfevents.*", "runs/**/projector_config.pbtxt"),
     "wandb": ("wandb/**",),
     "trackio": ("trackio/**",),

@@ -225,7 +225,7 @@ def test_a_training_run_moved_elsewhere_is_reused_and_a_copy_resumes(capsys, tmp
     shutil.move(tmp_path / "run", tmp_path / "moved")
     again = run_cli(capsys, *args, "--out", tmp_path / "moved")
     assert again.exit_code == 0, again.stderr
-    assert "already holds this finished run" in again.stderr
+    assert "up to date, reused" in again.stderr
     # a copy whose run had stopped after its first checkpoint resumes from it
     shutil.copytree(tmp_path / "moved", tmp_path / "copy")
     manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
