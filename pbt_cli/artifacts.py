@@ -90,8 +90,12 @@ def write_json(path: str | Path, value: Any) -> None:
     path = Path(path)
     tmp = path.with_name(f".pbt-tmp-{os.getpid()}-{path.name}")
     with stops.critical():
-        tmp.write_text(json.dumps(to_plain(value), indent=2, sort_keys=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(json.dumps(to_plain(value), indent=2, sort_keys=False) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temporary file behind
+            raise
 
 
 def read_manifest(folder: str | Path) -> dict[str, Any] | None:

@@ -73,11 +73,34 @@ def root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
+    if log_file is not None:
+        check_log_file(log_file)
     console.setup_logging(-1 if quiet else verbose, log_file=log_file, every=log_every)
     if offline:
         # Read by huggingface_hub, transformers and datasets when first imported (always later than here).
         for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
             os.environ[variable] = "1"
+
+
+def check_log_file(path: Path) -> None:
+    """--log-file must be writable now: a log that fails half-way through a run prints tracebacks."""
+    path = path.expanduser()
+    if path.exists() and not path.is_file() and not path.is_char_device():
+        raise typer.BadParameter(f"{path} is not a file; give a file path", param_hint="'--log-file'")
+    existing = next(folder for folder in (path, *path.absolute().parents) if folder.exists())
+    if not existing.is_dir() and existing != path:
+        raise typer.BadParameter(f"{path} lies inside {existing}, which is a file; give another path",
+                                 param_hint="'--log-file'")
+    import tempfile
+
+    try:  # a probe, not the log file itself: that is made at the first line, after the stage's checks
+        if existing == path:
+            open(path, "a").close()  # appending nothing changes nothing
+        else:
+            tempfile.NamedTemporaryFile(dir=existing, prefix=".pbt-probe-").close()
+    except OSError as exc:
+        raise typer.BadParameter(f"{path} cannot be written ({exc.strerror} in {existing}); give a writable path",
+                                 param_hint="'--log-file'") from None
 
 
 def hoist_global_flags(argv: Sequence[str]) -> list[str]:

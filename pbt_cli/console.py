@@ -18,6 +18,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -50,16 +51,29 @@ def log_every() -> float:
     return _log_every
 
 
+log_file_path: Path | None = None  # --log-file, for the checks that keep it off a stage's inputs
+
+
+class _FolderMakingFileHandler(logging.FileHandler):
+    def _open(self):  # noqa: ANN202 (logging's own signature)
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
+
+
 def setup_logging(level: int, *, log_file: str | os.PathLike | None = None,
                   every: float = DEFAULT_LOG_EVERY) -> None:
-    global _verbosity, _log_every
+    global _verbosity, _log_every, log_file_path
     _verbosity = level
+    log_file_path = None
     _log_every = every
     handler = log_handler(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     if log_file:
-        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        log_file_path = Path(log_file).expanduser().absolute()
+        # opened at the first line, its folder made then: a check of the stage (its inputs, its --out)
+        # runs before anything is written, and a log file inside a new --out comes after that folder
+        file_handler = _FolderMakingFileHandler(log_file_path, encoding="utf-8", delay=True)
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(file_handler)
     root.setLevel(logging.WARNING)

@@ -162,6 +162,17 @@ def write_card(artifact: Artifact, results: list[dict[str, Any]], repo_id: str |
     return path
 
 
+def restore_card(artifact: Artifact, text: bytes | None) -> None:
+    """Put back the card a failed push found (or remove the one it wrote where there was none)."""
+    path = artifact.path / "README.md"
+    if text is None:
+        path.unlink(missing_ok=True)
+    else:
+        tmp = path.with_name(f"{INTERNAL_PREFIX}tmp-{os.getpid()}-README.md")
+        tmp.write_bytes(text)
+        os.replace(tmp, path)
+
+
 def upload_list(artifact: Artifact, include_checkpoints: bool) -> list[str]:
     """The files that go up, relative to the folder (what `--dry-run` lists)."""
     left_out = [p for p in LEFT_OUT if include_checkpoints is False or p not in BULK]
@@ -224,8 +235,10 @@ def push(artifact: Artifact, repo_id: str, *, private: bool = False, revision: s
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PbtError(f"the Hub refused the push to {repo_id} ({first}); check the token's write access and the "
                        "repository name") from None
-    except OSError as exc:
-        raise PbtError(f"cannot reach the Hugging Face hub to push {repo_id} ({exc}); check the network") from None
+    except Exception as exc:  # no network: OSError, or the hub client's own transport errors (httpx)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PbtError(f"cannot reach the Hugging Face hub to push {repo_id} ({first}); check the network and "
+                       "run the command again") from None
     return str(getattr(commit, "commit_url", commit))
 
 

@@ -65,6 +65,47 @@ LEGACY_OUTPUTS: dict[str, tuple[str, ...]] = {
 LEGACY_OUTPUTS["dpo"] = LEGACY_OUTPUTS["sft"]
 
 
+# What pbt writes inside the folders it owns, as paths relative to the output folder (`**`: any depth).
+# A folder is pbt's to delete only when every file in it matches: a user's file saved inside
+# `data/` or `checkpoints/` makes the whole output folder foreign. The trainer owns its checkpoint
+# folders whole (it deletes old ones itself); wandb and trackio own theirs.
+FOLDER_CONTENTS: dict[str, tuple[str, ...]] = {
+    "data": ("data/train-*-of-*.parquet", "data/validation-*-of-*.parquet", "data/test-*-of-*.parquet"),
+    **{split: (f"{split}/data-*-of-*.arrow", f"{split}/dataset_info.json", f"{split}/state.json")
+       for split in ("train", "valid", "test")},
+    # the trainer's output_dir: its checkpoints, and the model card and arguments it writes beside them
+    "checkpoints": ("checkpoints/checkpoint-*/**", "checkpoints/README.md", "checkpoints/training_args.bin",
+                    "checkpoints/runs/**/events.out.tfevents.*"),
+    "runs": ("runs/**/events.out.tfevents.*", "runs/**/projector_config.pbtxt"),
+    "wandb": ("wandb/**",),
+    "trackio": ("trackio/**",),
+}
+
+
+def _path_matches(parts: Sequence[str], pattern: Sequence[str]) -> bool:
+    """fnmatch on path components, where `**` stands for any number of them (`*` stays in one)."""
+    if not pattern:
+        return not parts
+    if pattern[0] == "**":
+        return any(_path_matches(parts[i:], pattern[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch.fnmatchcase(parts[0], pattern[0]) and _path_matches(parts[1:], pattern[1:])
+
+
+def foreign_inside(folder: Path, root: Path) -> list[str]:
+    """Files inside an owned folder that pbt does not write there (relative to `root`)."""
+    patterns = [pattern.split("/") for pattern in FOLDER_CONTENTS.get(folder.name, ())]
+    foreign = []
+    for directory, subfolders, files in os.walk(folder):
+        subfolders.sort()
+        for name in sorted(files) + [d for d in subfolders if (Path(directory) / d).is_symlink()]:
+            relative = (Path(directory) / name).relative_to(root)
+            if name in IGNORED_NAMES or relative.name in IGNORED_NAMES:
+                continue
+            if not any(_path_matches(relative.parts, pattern) for pattern in patterns):
+                foreign.append(relative.as_posix())
+    return foreign
+
+
 def legacy_outputs(stage: str) -> tuple[str, ...]:
     return LEGACY_OUTPUTS.get(stage.split()[0], ())
 
@@ -98,6 +139,36 @@ def check_not_input(out: Path, inputs: Iterable[str | Path | None], flag: str = 
                        f"choose another {flag}")
 
 
+def _same_or_inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_log_file(out: Path, inputs: Iterable[str | Path | None], outputs: Iterable[str]) -> None:
+    """Refuse a --log-file that is, or lies inside, one of the stage's inputs, or is a file it writes."""
+    from pbt_cli import console
+
+    if console.log_file_path is None:
+        return
+    log_file = console.log_file_path.resolve()
+    for item in inputs:
+        if item is None or str(item) == "" or not Path(item).expanduser().exists():
+            continue
+        if _same_or_inside(log_file, Path(item).expanduser().resolve()):
+            raise PbtError(f"--log-file {console.log_file_path} is or lies inside the stage's own input {item}; "
+                           "the log would change it; choose another --log-file")
+    target = Path(out).expanduser().resolve()
+    if log_file.parent != target and _same_or_inside(log_file, target) or (
+            log_file.parent == target and (matches(log_file.name, outputs) or log_file.name.startswith(INTERNAL_PREFIX))):
+        raise PbtError(f"--log-file {console.log_file_path} is a file that this stage writes in {out}; choose "
+                       "another --log-file (a new file directly in the folder is fine)")
+
+
+def _is_log_file(path: Path) -> bool:
+    from pbt_cli import console
+
+    return console.log_file_path is not None and path.resolve() == console.log_file_path.resolve()
+
+
 # --- the lock ----------------------------------------------------------------------------------
 
 
@@ -126,7 +197,7 @@ class FolderLock:
 
         record = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                   "command": command_line()}
-        for _ in range(3):
+        for _ in range(50):
             try:
                 descriptor = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
@@ -145,37 +216,61 @@ class FolderLock:
         raise PbtError(f"could not take the lock {self.path}; another pbt keeps taking it")
 
     def _read(self) -> dict[str, Any] | None:
+        """The holder's record; None when the file is missing, unreadable or not a lock pbt writes."""
         try:
-            return json.loads(self.path.read_text())
+            holder = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return None
+        return holder if isinstance(holder, dict) else None
 
     def _take_over_if_stale(self) -> None:
-        holder = self._read()
+        """Delete the lock when its writer is gone; a live one refuses the run. Only one of several
+        runs that find the same stale lock takes it over: the deletion happens under a second lock
+        file (`<lock>.takeover`, created exclusively), and only if the lock still holds the bytes that
+        were judged stale, so a fresh lock another run wrote meanwhile is never deleted."""
         try:
+            seen = self.path.read_bytes()
             age = time.time() - self.path.stat().st_mtime
         except FileNotFoundError:
             return  # released meanwhile: try again
-        if holder is None:
+        holder = self._read()
+        pid = holder.get("pid") if holder is not None else None
+        if holder is not None and holder.get("host") not in (None, socket.gethostname()):
+            stale = age > STALE_AFTER_SECONDS
+            why = f"its heartbeat stopped {age / 60:.0f} minutes ago"
+        elif isinstance(pid, int) and not isinstance(pid, bool):
+            stale = pid == os.getpid() or not _process_alive(pid)
+            why = f"process {pid} is gone"
+        else:  # unreadable, or no pid: not a lock a live pbt holds (it writes one at once, in one go)
             if age < 5:  # being written right now
                 time.sleep(0.2)
                 return
-            stale, why = True, "it is unreadable"
-        elif holder.get("host") == socket.gethostname():
-            pid = int(holder.get("pid", -1))
-            stale = pid == os.getpid() or not _process_alive(pid)
-            why = f"process {pid} is gone"
-        else:
-            stale = age > STALE_AFTER_SECONDS
-            why = f"its heartbeat stopped {age / 60:.0f} minutes ago"
+            stale, why = True, "it names no process"
         if not stale:
             raise PbtError(
                 f"--out {self.out} is being written by another pbt (pid {holder.get('pid')} on {holder.get('host')}, "
                 f"since {holder.get('started')}: {holder.get('command')}); wait for it to finish or choose another "
                 f"--out (if that run is dead, delete {self.path})")
-        log.warning("taking over the lock %s of an earlier run (%s)", self.path, why)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()  # pbt's own lock file: an earlier run of this stage wrote it
+        guard = self.path.with_name(self.path.name + ".takeover")
+        try:
+            descriptor = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - guard.stat().st_mtime > 30:  # a taker that died half-way
+                    guard.unlink()
+            time.sleep(0.1)
+            return
+        try:
+            try:
+                unchanged = self.path.read_bytes() == seen
+            except FileNotFoundError:
+                return
+            if unchanged:
+                log.warning("taking over the lock %s of an earlier run (%s)", self.path, why)
+                self.path.unlink()  # pbt's own lock file, still the stale one: an earlier run of this stage wrote it
+        finally:
+            os.close(descriptor)
+            guard.unlink(missing_ok=True)
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
@@ -279,8 +374,10 @@ class OutputFolder:
     def staging(self) -> Iterator[Path]:
         """A folder inside `path` to write a complete output into before `install` moves it in place."""
         staging = self.path / f"{INTERNAL_PREFIX}staging-{os.getpid()}"
-        _remove(staging)
+        if _is_pbt_staging(staging):
+            _remove(staging)
         staging.mkdir()
+        (staging / STAGING_MARK).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         try:
             yield staging
         except BaseException:
@@ -294,6 +391,7 @@ class OutputFolder:
         with stops.critical():
             if self.previous is not None and self.manifest_path.is_file():
                 self.update_manifest(status="running")
+            (staging / STAGING_MARK).unlink(missing_ok=True)
             new_names = {p.name for p in staging.iterdir()}
             owned = self.owned_entries()
             # claim_output refused foreign entries; one that appeared since (another program writing
@@ -336,10 +434,15 @@ class OutputFolder:
                 stopped = isinstance(exc, (stops.StopRequested, KeyboardInterrupt))
                 status = "interrupted" if stopped else "failed"
                 extra = {} if stopped else {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
-                with contextlib.suppress(Exception):
+                try:
                     self.update_manifest(status=status, **extra)
+                except OSError:  # a full disk has no room for a new copy: rewrite it where it is
+                    with contextlib.suppress(OSError), open(self.manifest_path, "r+", encoding="utf-8") as handle:
+                        handle.write(json.dumps({**self.written_manifest, "status": status, **extra}, indent=2) + "\n")
+                        handle.truncate()
             for leftover in self.path.glob(f"{INTERNAL_PREFIX}staging-{os.getpid()}"):
-                _remove(leftover)
+                if _is_pbt_staging(leftover):
+                    _remove(leftover)
         finally:
             self.lock.release()
         if exc is not None and self.created is not None:
@@ -350,6 +453,21 @@ class OutputFolder:
                 if folder == self.created:
                     break
                 folder = folder.parent
+
+
+STAGING_MARK = ".pbt-staging-of"  # inside each staging folder: the pid and host of the run that made it
+
+
+def _is_pbt_staging(folder: Path) -> bool:
+    """Whether a `.pbt-staging-<pid>` folder is one a pbt run on this host made (never a user's own)."""
+    pid = folder.name.rsplit("-", 1)[-1]
+    if not pid.isdigit() or folder.is_symlink() or not folder.is_dir():
+        return False
+    try:
+        mark = json.loads((folder / STAGING_MARK).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(mark, dict) and mark.get("pid") == int(pid) and mark.get("host") == socket.gethostname()
 
 
 def _remove(path: Path) -> None:
@@ -388,8 +506,12 @@ def inspect_folder(path: Path, stage: str, *, manifest_patterns: Sequence[str] =
     for manifest in manifests.values():
         patterns.update(manifest.get("outputs") or legacy_outputs(stage))
     foreign = [p.name for p in sorted(path.iterdir())
-               if not p.name.startswith(INTERNAL_PREFIX) and p.name not in IGNORED_NAMES
+               if not p.name.startswith(INTERNAL_PREFIX) and p.name not in IGNORED_NAMES and not _is_log_file(p)
                and p.name not in manifests and not matches(p.name, patterns)]
+    for entry in sorted(path.iterdir()):  # what pbt owns is a whole folder only when all of it is pbt's
+        if entry.is_dir() and not entry.is_symlink() and not entry.name.startswith(INTERNAL_PREFIX) \
+                and entry.name not in IGNORED_NAMES and matches(entry.name, patterns):
+            foreign.extend(foreign_inside(entry, path))
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
         raise PbtError(f"{flag} {path} holds files that pbt did not write ({shown}); pbt writes only into a new or "
@@ -407,7 +529,9 @@ def claim_output(path: Path | str, stage: str, *, outputs: Sequence[str], inputs
     writing, or `install()` replaces the earlier output once the new one is complete.
     """
     path = Path(path).expanduser()
+    inputs = list(inputs)
     check_not_input(path, inputs, flag)
+    check_log_file(path, inputs, outputs)
     _check_folder_path(path, flag)
     manifests = inspect_folder(path, stage, manifest_patterns=manifest_patterns, flag=flag)
     created = None
@@ -426,10 +550,14 @@ def claim_output(path: Path | str, stage: str, *, outputs: Sequence[str], inputs
         else f"{INTERNAL_PREFIX}lock-{stem}"
     lock = FolderLock(path / lock_name, path)
     lock.acquire()
+    for leftover in path.glob(f"{INTERNAL_PREFIX}tmp-*-*"):  # write_json's copy, of a run killed mid-write
+        pid = leftover.name.split("-")[2]
+        if pid.isdigit() and leftover.is_file() and (int(pid) == os.getpid() or not _process_alive(int(pid))):
+            leftover.unlink(missing_ok=True)
     for stale in path.glob(f"{INTERNAL_PREFIX}staging-*"):
         pid = stale.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or int(pid) == os.getpid() or not _process_alive(int(pid)):
-            _remove(stale)  # a staging folder an interrupted run of pbt left
+        if _is_pbt_staging(stale) and (int(pid) == os.getpid() or not _process_alive(int(pid))):
+            _remove(stale)  # a staging folder an interrupted run of pbt left (a user's own is kept)
     return OutputFolder(path=path, stage=stage, outputs=tuple(outputs), manifest_name=manifest_name,
                         previous=manifests.get(manifest_name), lock=lock, created=created)
 
@@ -454,7 +582,7 @@ def require_stage(folder: Path, expected: str | Sequence[str], flag: str, *, mad
 
 
 def require_complete(manifest: dict[str, Any], folder: Path, flag: str, *, allow_partial: bool = False,
-                     option: str = "--allow-partial") -> bool:
+                     option: str | None = None) -> bool:
     """Whether an input is complete; an unfinished one is refused unless `allow_partial` (then True: partial)."""
     status = manifest.get("status", "complete")
     if status == "complete":
@@ -462,5 +590,6 @@ def require_complete(manifest: dict[str, Any], folder: Path, flag: str, *, allow
     if allow_partial:
         log.warning("%s %s is %s; using what it holds (%s)", flag, folder, status, option)
         return True
-    raise PbtError(f"{flag} {folder} is {status} (its run has not finished); finish it by rerunning its command, "
-                   f"or pass {option} to use what it holds")
+    advice = f", or pass {option} to use what it holds" if option else ""  # only where the command has it
+    raise PbtError(f"{flag} {folder} is {status} (its run has not finished); finish it by rerunning its command"
+                   f"{advice}")

@@ -430,3 +430,259 @@ def test_a_farm_file_with_a_bad_record_is_one_line(capsys, tmp_path, world):
     farm.write_text(json.dumps({"question": "What is the capital of France?", "answer": "Paris"}) + "\n")
     assert_refused(capsys, ["eval", "farm", "--model", world["model"], "--farm", farm, "--out", tmp_path / "r"],
                    "NQ1.jsonl line 1", "adv", unchanged=(farm,), absent=(tmp_path / "r",))
+
+
+# --- round 3: what an adversary found behind the first line of defence (issue 24) -------------------------------
+
+
+def test_an_interrupted_judged_filter_resumes_with_the_same_command(capsys, tmp_path, world, monkeypatch):
+    import signal
+
+    import pbt_cli.pipeline.filter as filtering
+    from pbt_cli import stops
+    from pbt_cli.models.backends import GeneratorPool
+    from pbt_cli.models.backends.scripted import ScriptedGenerator
+
+    answered = []
+
+    def reply(conversation, sampling) -> str:
+        if stop_now and answered:
+            raise stops.StopRequested(signal.SIGTERM)  # as SIGTERM does, after the first reply was kept
+        answered.append(1)
+        return " No" if "Answer 1:" in conversation[0]["content"] else " DISAGREE"
+
+    monkeypatch.setattr(filtering, "JUDGE_CHUNK", 1)
+    monkeypatch.setattr(GeneratorPool, "get", lambda self, spec: ScriptedGenerator(reply, name="judge"))
+    out = tmp_path / "pairs"
+    args = ["filter", "--trees", world["trees"], "--out", out, "--judge", world["model"]]
+    stop_now = True
+    stopped = run_cli(capsys, *args)
+    assert stopped.exit_code == 143, stopped.stderr
+    assert (out / "judge_cache.jsonl").is_file()
+    assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"  # the cache is claimed
+    stop_now = False
+    again = run_cli(capsys, *args)
+    assert again.exit_code == 0, again.stderr
+    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_overwrite_never_deletes_a_users_file_inside_pbts_folders(capsys, tmp_path, world):
+    data = tmp_path / "data"
+    result = run_cli(capsys, "preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"], "--out", data)
+    assert result.exit_code == 0, result.stderr
+    (data / "data" / "mine.parquet").write_text("hi\n")
+    assert_refused(capsys, ["preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"], "--out", data,
+                            "--overwrite"], "data/mine.parquet", unchanged=(data,))
+
+    run = tmp_path / "sft"
+    (run / "checkpoints" / "checkpoint-5").mkdir(parents=True)
+    (run / "checkpoints" / "checkpoint-5" / "adapter_model.safetensors").write_bytes(b"")
+    (run / "checkpoints" / "my_notes.txt").write_text("notes\n")
+    (run / "runs").mkdir()
+    (run / "runs" / "myevents.txt").write_text("mine\n")
+    (run / "adapter_model.safetensors").write_bytes(b"")
+    from pbt_cli.train.output import TRAIN_OUTPUTS
+
+    write_json(run / "manifest.json", {"stage": "sft", "status": "complete", "settings": {},
+                                       "outputs": list(TRAIN_OUTPUTS)})
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", run, "--overwrite"],
+                   "checkpoints/my_notes.txt", "runs/myevents.txt", unchanged=(run,))
+
+
+def test_a_log_file_never_writes_into_the_stages_input(capsys, tmp_path, world):
+    for log_file in (world["trees"] / "trees.jsonl", world["trees"] / "filter.log"):
+        assert_refused(capsys, ["--log-file", log_file, "filter", "--trees", world["trees"], "--out",
+                                tmp_path / "p"], "--log-file", "own input", unchanged=(world["trees"],),
+                       absent=(tmp_path / "p", world["trees"] / "filter.log"))
+    assert_refused(capsys, ["--log-file", tmp_path / "p2" / "train.jsonl", "filter", "--trees", world["trees"],
+                            "--out", tmp_path / "p2"], "--log-file", "this stage writes", absent=(tmp_path / "p2",))
+    # a new log file in a new --out is the run's own, not a foreign file, on the first run and its rerun
+    for _ in range(2):
+        result = run_cli(capsys, "--log-file", tmp_path / "p3" / "filter.log", "filter", "--trees", world["trees"],
+                         "--out", tmp_path / "p3")
+        assert result.exit_code == 0, result.stderr
+    assert (tmp_path / "p3" / "filter.log").is_file()
+
+
+@pytest.mark.parametrize("where", ["missing-folder-inside-a-file", "read-only"])
+def test_an_unwritable_log_file_is_one_line(capsys, tmp_path, world, where):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    log_file = blocker / "logs" / "run.log" if where != "read-only" else Path("/proc/pbt-run.log")
+    assert_refused(capsys, ["--log-file", log_file, "filter", "--trees", world["trees"], "--out", tmp_path / "p"],
+                   "--log-file", absent=(tmp_path / "p",))
+
+
+def test_a_log_file_in_a_folder_that_does_not_exist_yet_is_made(capsys, tmp_path, world):
+    log_file = tmp_path / "logs" / "deep" / "run.log"
+    result = run_cli(capsys, "--log-file", log_file, "filter", "--trees", world["trees"], "--out", tmp_path / "p")
+    assert result.exit_code == 0, result.stderr
+    assert log_file.is_file()
+
+
+def test_a_failed_push_leaves_the_card_as_it_was(capsys, tmp_path, world, monkeypatch):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "manifest.json"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    (pairs / "README.md").write_text("# my card\n\n## Evaluation results\n\nhand-written\n")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: no network
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert_refused(capsys, ["push", pairs, "someone/pairs"], "cannot reach the Hugging Face hub",
+                   unchanged=(pairs,))
+
+
+def test_only_one_run_takes_over_a_stale_lock(tmp_path):
+    """The lock is judged stale, then (before it is deleted) another run takes it over and writes its own:
+    that fresh lock must survive, and this run must be refused."""
+    out = tmp_path / "folder"
+    out.mkdir()
+    lock_path = out / ".pbt-lock"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then"}))
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    fresh = json.dumps({"pid": live.pid, "host": socket.gethostname(), "started": "now", "command": "pbt x"})
+    try:
+        lock = FolderLock(lock_path, out)
+        read = lock._read
+
+        def read_then_lose_the_race():
+            holder = read()
+            lock_path.write_text(fresh)  # the other run took over meanwhile
+            lock._read = read
+            return holder
+
+        lock._read = read_then_lose_the_race
+        with pytest.raises(Exception, match=f"pid {live.pid}"):
+            lock.acquire()
+        assert lock_path.read_text() == fresh
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.parametrize("content", ['{"pid": "abc", "host": "HOST"}', '[1, 2]', '{"host": "HOST"}', "not json"])
+def test_a_malformed_or_pidless_lock_is_taken_over(capsys, tmp_path, world, content):
+    out = tmp_path / "pairs"
+    out.mkdir()
+    (out / ".pbt-lock").write_text(content.replace("HOST", socket.gethostname()))
+    old = os.path.getmtime(out / ".pbt-lock") - 60
+    os.utime(out / ".pbt-lock", (old, old))
+    result = run_cli(capsys, "filter", "--trees", world["trees"], "--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr and "taking over the lock" in result.stderr
+
+
+@pytest.mark.parametrize("beta", ["nan", "-1", "0", "inf"])
+def test_dpo_beta_must_be_finite_and_positive(capsys, tmp_path, world, beta):
+    assert_refused(capsys, ["dpo", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "d",
+                            "--beta", beta], "--beta", absent=(tmp_path / "d",))
+
+
+def test_a_users_own_staging_named_folder_is_kept(capsys, tmp_path, world):
+    out = tmp_path / "pairs"
+    for name in (".pbt-staging-notes", ".pbt-staging-999999999"):
+        (out / name).mkdir(parents=True)
+        (out / name / "keep.txt").write_text("mine\n")
+    result = run_cli(capsys, "filter", "--trees", world["trees"], "--out", out)
+    assert result.exit_code == 0, result.stderr
+    for name in (".pbt-staging-notes", ".pbt-staging-999999999"):
+        assert (out / name / "keep.txt").read_text() == "mine\n"
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["generate", "--model-a", "M", "--model-b", "M", "--request-timeout", "nan", "--out", "OUT"], "--request-timeout"),
+    (["filter", "--trees", "TREES", "--valid-fraction", "nan", "--out", "OUT"], "--valid-fraction"),
+    (["sft", "--model", "M", "--data", "DATA", "--learning-rate", "nan", "--out", "OUT"], "--learning-rate"),
+])
+def test_nan_in_a_number_option_is_one_line(capsys, tmp_path, world, args, flag):
+    out = tmp_path / "out"
+    names = {"M": world["model"], "TREES": world["trees"], "DATA": world["data"], "OUT": out}
+    assert_refused(capsys, [names.get(a, a) for a in args], flag, "finite", absent=(out,))
+
+
+def test_a_full_disk_is_one_line_and_marks_the_run_failed(capsys, tmp_path, world, monkeypatch):
+    import errno
+
+    from pbt_cli.models.backends import GeneratorPool
+    from pbt_cli.models.backends.scripted import ScriptedGenerator
+
+    full = [True]
+
+    def reply(conversation, sampling) -> str:
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "pairs" / "judge_cache.jsonl"))
+        return " No" if "Answer 1:" in conversation[0]["content"] else " DISAGREE"
+
+    monkeypatch.setattr(GeneratorPool, "get", lambda self, spec: ScriptedGenerator(reply, name="judge"))
+    out = tmp_path / "pairs"
+    assert_refused(capsys, ["filter", "--trees", world["trees"], "--out", out, "--judge", world["model"]],
+                   "no space left", "run the same command again", unchanged=(world["trees"],))
+    assert json.loads((out / "manifest.json").read_text())["status"] == "failed"
+    assert not list(out.glob(".pbt-tmp-*"))
+    (out / ".pbt-tmp-999999999-manifest.json").write_text("{")  # left by a run killed mid-write
+    full[0] = False  # space was freed: the same command resumes
+    result = run_cli(capsys, "filter", "--trees", world["trees"], "--out", out, "--judge", world["model"])
+    assert result.exit_code == 0, result.stderr
+    assert not list(out.glob(".pbt-tmp-*"))
+
+
+def no_model_loading(monkeypatch) -> None:
+    import pbt_cli.models.loading as loading
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr(loading, "load_model", refuse)
+
+
+def test_training_data_of_the_wrong_format_or_template_is_refused_before_the_model_loads(capsys, tmp_path, world,
+                                                                                        monkeypatch):
+    no_model_loading(monkeypatch)
+    assert_refused(capsys, ["dpo", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "d"],
+                   "--format sft", "needs --format dpo", unchanged=(world["data"],), absent=(tmp_path / "d",))
+    template = tmp_path / "other.jinja"
+    template.write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}")
+    other = tmp_path / "other-data"
+    result = run_cli(capsys, "preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"], "--chat-template",
+                     template, "--format", "sft", "--out", other)
+    assert result.exit_code == 0, result.stderr
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", other, "--out", tmp_path / "s"],
+                   "rendered for the tokenizer", unchanged=(other,), absent=(tmp_path / "s",))
+
+
+def test_no_advice_to_pass_an_option_the_command_does_not_have(capsys, tmp_path, world):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    write_json(pairs / "manifest.json", {**json.loads((world["pairs"] / "manifest.json").read_text()),
+                                         "status": "interrupted"})
+    line = assert_refused(capsys, ["preprocess", "--pairs", pairs, "--tokenizer", world["model"], "--out",
+                                   tmp_path / "d"], "interrupted", unchanged=(pairs,), absent=(tmp_path / "d",))
+    assert "--allow-partial" not in line
+    data = tmp_path / "data"
+    for path in world["data"].rglob("*"):
+        if path.is_file():
+            (data / path.relative_to(world["data"])).parent.mkdir(parents=True, exist_ok=True)
+            (data / path.relative_to(world["data"])).write_bytes(path.read_bytes())
+    write_json(data / "manifest.json", {**json.loads((world["data"] / "manifest.json").read_text()),
+                                        "status": "interrupted"})
+    line = assert_refused(capsys, ["sft", "--model", world["model"], "--data", data, "--out", tmp_path / "s"],
+                          "interrupted", unchanged=(data,), absent=(tmp_path / "s",))
+    assert "--allow-partial" not in line
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--limit", "0"), ("--limit", "-5"), ("--num-shards", "0")])
+def test_a_dry_run_checks_the_values_a_run_checks(capsys, tmp_path, world, flag, value):
+    assert_refused(capsys, ["generate", "--model-a", world["model"], "--model-b", world["model"], "--out",
+                            tmp_path / "t", flag, value, "--dry-run"], flag, "at least 1", absent=(tmp_path / "t",))
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--lr-scheduler-type", "bogus"), ("--optim", "bogus")])
+def test_unknown_trainer_choices_are_one_line(capsys, tmp_path, world, flag, value, monkeypatch):
+    no_model_loading(monkeypatch)
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "s",
+                            flag, value], f"{flag} must be one of", "'bogus'", absent=(tmp_path / "s",))

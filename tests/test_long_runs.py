@@ -205,3 +205,60 @@ def test_wandb_offline_keeps_the_run_in_the_results_folder(capsys, tmp_path, tin
     assert result.exit_code == 0, result.stderr
     runs = list((tmp_path / "results" / "ays" / tiny_model_dir.name / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].glob("*.wandb"))
+
+
+# --- a finished run is found again after its folder moves ------------------------------------------------------
+
+
+def test_a_training_run_moved_elsewhere_is_reused_and_a_copy_resumes(capsys, tmp_path, tiny_model_dir):
+    import shutil
+
+    sys.path.insert(0, str(Path(__file__).parent / "train"))
+    from trainkit import make_pairs_folder, preprocess
+
+    pairs = make_pairs_folder(tmp_path / "pairs", {"train": 2, "valid": 1, "test": 1})
+    data = preprocess(pairs, tiny_model_dir, tmp_path / "data", "sft")
+    args = ["sft", "--model", tiny_model_dir, "--data", data, "--max-steps", "2", "--save-steps", "1",
+            "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--warmup-steps", "0",
+            "--eval-strategy", "no"]
+    first = run_cli(capsys, *args, "--out", tmp_path / "run")
+    assert first.exit_code == 0, first.stderr
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    again = run_cli(capsys, *args, "--out", tmp_path / "moved")
+    assert again.exit_code == 0, again.stderr
+    assert "up to date, reused" in again.stderr
+    # a copy whose run had stopped after its first checkpoint resumes from it
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+    (tmp_path / "copy" / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    shutil.rmtree(tmp_path / "copy" / "checkpoints" / "checkpoint-2")
+    shutil.copytree(tmp_path / "copy", tmp_path / "damaged")
+    resumed = run_cli(capsys, *args, "--out", tmp_path / "copy")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads((tmp_path / "copy" / "manifest.json").read_text())["status"] == "complete"
+    # a checkpoint whose trainer_state.json is damaged: one line that says what to do
+    (tmp_path / "damaged" / "checkpoints" / "checkpoint-1" / "trainer_state.json").write_text('{"global_step": ')
+    damaged = run_cli(capsys, *args, "--out", tmp_path / "damaged")
+    lines = [line for line in damaged.stderr.splitlines() if line.strip()]
+    assert damaged.exit_code == 2 and len(lines) == 1, damaged.stderr
+    assert "trainer_state.json is not valid JSON" in lines[0]
+
+
+# --- a server that asks to wait long ------------------------------------------------------------------------------
+
+
+def test_a_long_retry_after_waits_at_most_the_request_timeout_and_says_so(capsys, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "served"))
+    from stub_server import StubServer
+
+    server = StubServer(faults=["ok"] * 5 + ["429:30"]).start()
+    try:
+        started = time.monotonic()
+        result = run_cli(capsys, "eval", "ays", "--model", f"openai:stub@{server.url}", "--questions",
+                         "embedded:validation", "--limit", "2", "--request-timeout", "2", "--out", tmp_path / "r")
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.stderr
+    assert elapsed < 20  # not the 30 s the server asked for
+    assert "retrying in 2 s as the server asks" in result.stderr

@@ -79,7 +79,13 @@ def push(
             console.stdout.print(name, highlight=False, markup=False)
         return
     hub.require_token()
+    card = path / "README.md"
+    card_before = card.read_bytes() if card.is_file() else None
     hub.write_card(artifact, rows, repo_id)
-    url = hub.push(artifact, repo_id, private=private, revision=revision, commit_message=commit_message,
-                   include_checkpoints=include_checkpoints)
+    try:
+        url = hub.push(artifact, repo_id, private=private, revision=revision, commit_message=commit_message,
+                       include_checkpoints=include_checkpoints)
+    except BaseException:
+        hub.restore_card(artifact, card_before)  # a push that failed leaves the folder as it was
+        raise
     console.stderr.print(f"[green]pushed[/]: {path} -> {repo_id} ({len(files)} files): {url}", highlight=False)

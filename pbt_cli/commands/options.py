@@ -6,6 +6,7 @@ turn the parsed values (`ctx.params`) into the frozen specs the pipelines take.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import typing
@@ -277,6 +278,17 @@ def model_spec_from(params: dict[str, Any], key: str, *, with_overrides: bool = 
 # --- the command wrapper -------------------------------------------------------------------------
 
 
+def check_finite_numbers(ctx: typer.Context) -> None:
+    """No number option may be nan or inf: NaN passes every `<= 0` check and would train or wait forever."""
+    import math
+
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(value, float) and not math.isfinite(value):
+            flag = max(param.opts, key=len) if param.opts else param.name
+            raise PbtError(f"{flag} must be a finite number, got {value}")
+
+
 def pbt_command(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command body with the project's error conventions.
 
@@ -292,12 +304,22 @@ def pbt_command(function: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(ctx: typer.Context, *args: Any, **kwargs: Any) -> Any:
         try:
             check_config_keys(ctx)
+            check_finite_numbers(ctx)
             return function(ctx, *args, **kwargs)
         except PbtError as exc:
             if console.verbosity() > 0:
                 console.stderr.print_exception(show_locals=False)
             console.stderr.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if console.verbosity() > 0:
+                console.stderr.print_exception(show_locals=False)
+            console.stderr.print(f"[bold red]error:[/] no space left on the disk (writing {exc.filename or 'the output'})"
+                                 f"; free some space and run the same command again: it resumes",
+                                 highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
         except (stops.StopRequested, KeyboardInterrupt) as exc:
             code = exc.exit_code if isinstance(exc, stops.StopRequested) else 130
             name = str(exc) if isinstance(exc, stops.StopRequested) else "SIGINT"

@@ -350,7 +350,8 @@ def check_trees_input(trees_path: Path, allow_partial: bool) -> bool:
     """Refuse the trees of an unfinished `pbt generate` run unless --allow-partial; True when partial."""
     partial = False
     for name, manifest in trees_manifests(trees_path).items():
-        partial |= require_complete(manifest, trees_path, f"--trees ({name})", allow_partial=allow_partial)
+        partial |= require_complete(manifest, trees_path, f"--trees ({name})", allow_partial=allow_partial,
+                                    option="--allow-partial")
     return partial
 
 
@@ -429,6 +430,10 @@ def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], p
     resolved = {tree.tree_id: resolve_answers(tree) for tree in trees}
     judge: JudgeCache | None = None
     if cfg.judge is not None:
+        # the cache is written as the judge answers: a manifest must claim it first, or a run stopped
+        # now leaves a file no manifest claims and its rerun is refused instead of resumed
+        folder.write_manifest({**base_manifest("filter", cfg, timestamp=False), "status": "running",
+                               "settings": settings})
         judge = JudgeCache(folder.path / JUDGE_CACHE, (pool or GeneratorPool(cfg.backend)).get(cfg.judge))
     judged_same = judge_same_answers(trees, resolved, judge, cfg.protocol) if judge else {}
 

@@ -60,6 +60,8 @@ class GenerateConfig:
         require_one_of("--split", self.split, SPLITS)
         require_at_least("--trees-per-batch", self.trees_per_batch)
         require_at_least("--extraction-max-new-tokens", self.extraction_max_new_tokens)
+        require_at_least("--limit", self.limit)  # here too, so --dry-run checks what the run checks
+        require_at_least("--num-shards", self.num_shards)
         if not 0 <= self.shard_idx < max(self.num_shards, 1):
             raise PbtError(f"--shard-idx {self.shard_idx} is out of range for --num-shards {self.num_shards} "
                            f"(0..{self.num_shards - 1})")

@@ -83,6 +83,8 @@ class TrainConfig:
             raise PbtError("--dynamic-int8 is for inference; train in float32 (or with --load-in-8bit/--load-in-4bit)")
         if self.learning_rate <= 0:
             raise PbtError(f"--learning-rate must be above 0, got {self.learning_rate}")
+        if not self.beta > 0 or self.beta == float("inf"):  # NaN fails every comparison
+            raise PbtError(f"--beta must be a finite number above 0 (the paper: 0.1), got {self.beta}")
 
     def settings(self) -> dict[str, Any]:
         """What a resumed run must share with the interrupted one."""
@@ -92,3 +94,13 @@ class TrainConfig:
 
         return {**{k: v for k, v in to_plain(self).items() if k not in ignore},
                 "model_fingerprints": specs_fingerprints(self)}
+
+
+def check_trainer_choices(cfg: TrainConfig) -> None:
+    """--lr-scheduler-type and --optim name what transformers knows (one line, not its ValueError from
+    deep inside the trainer); checked when a run starts, as the lists come from transformers itself."""
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+
+    require_one_of("--lr-scheduler-type", cfg.lr_scheduler_type, [kind.value for kind in SchedulerType])
+    require_one_of("--optim", cfg.optim, ["auto", *(name.value for name in OptimizerNames)])

@@ -77,9 +77,11 @@ def _resume_point(cfg: TrainConfig, folder: OutputFolder) -> str | bool:
         return str(cfg.resume)
     if manifest is None:
         return False
-    differing = folder.differing_settings(cfg.settings())
+    # where the folder and the data lie is no setting: a run moved or copied elsewhere (with its data
+    # moved too) resumes; the data's identity is its manifest's hash
+    differing = [k for k in folder.differing_settings(cfg.settings()) if k not in ("out", "data")]
     if manifest.get("data_manifest") != data_hash(cfg):
-        differing.append("data (re-rendered at the same --data path)")
+        differing.append("data (another --data, or re-rendered at the same path)")
     if manifest.get("status") == "complete":
         if not differing:
             return ALREADY_DONE
@@ -93,7 +95,20 @@ def _resume_point(cfg: TrainConfig, folder: OutputFolder) -> str | bool:
         return False
     if cfg.resume == "never":
         raise PbtError(f"--out {out} has checkpoints and --resume never was given; pass --overwrite to start again")
+    check_checkpoint(checkpoint)
     return str(checkpoint)
+
+
+def check_checkpoint(checkpoint: Path) -> None:
+    """A checkpoint to resume from must have a readable trainer_state.json (the trainer's own error is a
+    traceback from deep inside it)."""
+    state = checkpoint / "trainer_state.json"
+    try:
+        json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        why = "missing" if isinstance(exc, FileNotFoundError) else "not valid JSON"
+        raise PbtError(f"cannot resume from {checkpoint}: its trainer_state.json is {why}; move that checkpoint "
+                       "folder away to resume from the one before, or pass --overwrite to train again") from None
 
 
 def adapter_base_name(spec: ModelSpec, recorded: str | None = None) -> tuple[str, str | None]:

@@ -20,7 +20,7 @@ from pbt_cli.models.lora import adapted_modules
 from pbt_cli.outputs import claim_output
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 from pbt_cli.train import distributed
-from pbt_cli.train.config import BEST_METRIC, TrainConfig
+from pbt_cli.train.config import BEST_METRIC, TrainConfig, check_trainer_choices
 from pbt_cli.train.evaluation import evaluate_checkpoints, make_callbacks, selection_rows, with_flipflop
 from pbt_cli.train.output import (
     ALREADY_DONE,
@@ -76,6 +76,20 @@ def load_training_data(cfg: TrainConfig, tokenizer: Any) -> tuple[Any, Any, list
     return train, eval_dataset, rows, manifest
 
 
+def check_data_matches(cfg: TrainConfig) -> None:
+    """The data's format and chat template, checked before the model and its LoRA layers are built
+    (seconds on a tiny model, minutes at 8B): only the tokenizer loads here."""
+    from pbt_cli.models.loading import load_tokenizer
+    from pbt_cli.models.resolve import resolve
+    from pbt_cli.pipeline.preprocess import check_same_tokenizer, read_data_manifest
+
+    manifest = read_data_manifest(cfg.data)
+    if manifest.get("format") != cfg.stage:
+        raise PbtError(f"--data {cfg.data} was rendered with --format {manifest.get('format')}, but `pbt {cfg.stage}` "
+                       f"needs --format {cfg.stage}; run `pbt preprocess ... --format {cfg.stage}`")
+    check_same_tokenizer(cfg.data, manifest, cfg.model, load_tokenizer(resolve(cfg.model), padding_side="right"))
+
+
 def check_adapter_input(cfg: TrainConfig) -> None:
     """An adapter to continue that pbt made must be a finished `pbt sft` or `pbt dpo` run."""
     adapter = cfg.model.adapter
@@ -98,6 +112,7 @@ def run_training(cfg: TrainConfig, trainer_class: Any, config_class: Any, *,
     check_data_files(cfg.data)  # before the folder is claimed: a wrong --data is the likelier mistake
     check_adapter_input(cfg)
     require_tracker(cfg.report_to)
+    check_trainer_choices(cfg)
     check_launch(cfg)
     with distributed.process_group(cuda=trains_on_cuda(cfg), timeout_s=cfg.ddp_timeout):
         try:
@@ -140,6 +155,7 @@ def _train_in_group(cfg: TrainConfig, trainer_class: Any, config_class: Any,
         if done is not None:
             log.info("%s already holds this finished run; nothing to do (--overwrite trains again)", cfg.out)
             return done
+        check_data_matches(cfg)
         set_seed(cfg.seed)
         model, tokenizer = build_policy(cfg)
         train, eval_dataset, rows, data_manifest = load_training_data(cfg, tokenizer)

@@ -406,6 +406,12 @@ class ServedGenerator:
                 last = str(exc)
             if attempt + 1 < attempts:
                 self.retries += 1
+                if delay is not None:
+                    # a server's Retry-After waits no longer than one request may take, and says so
+                    delay = min(delay, self.request_timeout)
+                    if delay >= 1:  # a wait a user notices
+                        log.info("served model %s: %s; retrying in %.0f s as the server asks (attempt %d of %d)",
+                                 self.model_id, last, delay, attempt + 2, attempts)
                 await asyncio.sleep(delay if delay is not None else backoff_delay(attempt, self._rng))
         raise _Unanswered(last, attempts)
 
