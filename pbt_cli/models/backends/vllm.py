@@ -62,7 +62,7 @@ QUANTIZED_ALTERNATIVES = (
 # default on CPU reserves gpu_memory_utilization (0.92 on CPU) of ALL memory and refuses to start when
 # less is free (vllm/v1/worker/cpu_worker.py:73-95); an explicit size skips that check.
 CPU_KV_CACHE_SHARE = 0.25
-CPU_KV_CACHE_MAX_BYTES = 4 << 30
+CPU_KV_CACHE_MAX_BYTES = 2 << 30
 CPU_KV_CACHE_MIN_BYTES = 256 << 20
 
 
