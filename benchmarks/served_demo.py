@@ -2,6 +2,7 @@
 greedy trees: trees/s of each side and their ratio.
 
     python benchmarks/served_demo.py --trees 4 --max-turns 3        # a few minutes on 2 CPU cores
+    python benchmarks/served_demo.py --server vllm --dtype bfloat16 --trees 16   # vllm serve (vLLM installed)
 
 Both sides grow the same trees (greedy, float32, the same questions and prompts), so the trees should
 come out the same (the JSON says whether the turns and the answers did) and the ratio compares equal
@@ -37,6 +38,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=0, help="torch threads on each side; 0: all CPUs")
     parser.add_argument("--max-concurrency", type=int, default=8)
     parser.add_argument("--continuous-batching", action="store_true", help="start transformers serve with it")
+    parser.add_argument("--server", choices=("transformers", "vllm"), default="transformers",
+                        help="transformers serve, or vllm serve (vLLM's continuous batching; needs vLLM installed)")
     parser.add_argument("--log", type=Path, default=Path("served_demo_server.log"))
     args = parser.parse_args(argv)
 
@@ -72,11 +75,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "answers": [[t.answer for t in tree.turns] for tree in trees]}
 
     local = grow(local_spec, BackendOptions())
-    from _common import start_transformers_serve  # this folder: on sys.path when run as a script
+    from _common import start_transformers_serve, start_vllm_serve  # this folder: on sys.path as a script
 
-    process, url = start_transformers_serve(folder, args.log, device="cpu", dtype=args.dtype,
-                                            continuous_batching=args.continuous_batching,
-                                            env={"OMP_NUM_THREADS": str(threads)})
+    server_started = time.perf_counter()
+    if args.server == "vllm":
+        process, url = start_vllm_serve(folder, args.log, dtype=args.dtype)
+    else:
+        process, url = start_transformers_serve(folder, args.log, device="cpu", dtype=args.dtype,
+                                                continuous_batching=args.continuous_batching,
+                                                env={"OMP_NUM_THREADS": str(threads)})
+    server_start_s = time.perf_counter() - server_started
     try:
         served = grow(ModelSpec.parse(f"openai:{folder}@{url}"), BackendOptions(max_concurrency=args.max_concurrency))
     finally:
@@ -86,7 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     same = same_texts and local.pop("answers") == served.pop("answers")
     local.pop("answers", None)
     served.pop("answers", None)
-    summary = {"benchmark": "served-demo", "model": args.model, "dtype": args.dtype, "threads": threads,
+    summary = {"benchmark": "served-demo", "server": args.server, "server_start_s": round(server_start_s, 1),
+               "model": args.model, "dtype": args.dtype, "threads": threads,
                "continuous_batching": args.continuous_batching, "max_concurrency": args.max_concurrency,
                "in_process": local, "served": served, "same_trees": same, "same_turn_texts": same_texts,
                "served_over_in_process": served["trees_per_s"] / local["trees_per_s"],
@@ -94,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table = Table(title=f"{args.model} ({args.dtype}, {threads} threads): the same greedy trees")
     for column in ("side", "trees", "turns", "seconds", "trees/s", "generated tokens", "requests"):
         table.add_column(column, justify="right")
-    for name, row in (("in process (transformers backend)", local), ("transformers serve", served)):
+    for name, row in (("in process (transformers backend)", local), (f"{args.server} serve", served)):
         table.add_row(name, str(row["trees"]), str(row["turns"]), f"{row['seconds']:.1f}", f"{row['trees_per_s']:.3f}",
                       str(row["generated_tokens"]), str(row["requests"]))
     console = Console(stderr=True)

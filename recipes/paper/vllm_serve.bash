@@ -3,8 +3,10 @@
 # CUDA_VISIBLE_DEVICES as the scheduler set it), then waits until the server lists its models (loading
 # takes minutes), and stops every server it started when the script exits. `--generation-config vllm`:
 # neutral sampling defaults, not the model's generation_config.json (pbt sends temperature, top_p,
-# seeds and lengths with every request). SERVE=0, or no vllm on PATH: the servers are expected to run
-# elsewhere already, and only a note is printed.
+# seeds and lengths with every request). `--tokenizer-mode hf`: the Hugging Face tokenizer and its chat
+# template, as pbt's in-process vLLM backend uses (vLLM's default switches repositories with Mistral's
+# native files to its Mistral tokenizer, which ignores the chat template). SERVE=0, or no vllm on PATH:
+# the servers are expected to run elsewhere already, and only a note is printed.
 SERVE=${SERVE:-1}
 SERVERS=()
 trap 'kill ${SERVERS[@]+"${SERVERS[@]}"} 2>/dev/null || true' EXIT
@@ -18,10 +20,11 @@ serve() {
     mkdir -p logs
     if [[ $gpu == - ]]; then
         vllm serve "$@" --host 127.0.0.1 --port "$port" --generation-config vllm --max-model-len 4096 \
+            --tokenizer-mode hf \
             > "logs/vllm-$port.log" 2>&1 &
     else
         CUDA_VISIBLE_DEVICES=$gpu vllm serve "$@" --host 127.0.0.1 --port "$port" --generation-config vllm \
-            --max-model-len 4096 > "logs/vllm-$port.log" 2>&1 &
+            --max-model-len 4096 --tokenizer-mode hf > "logs/vllm-$port.log" 2>&1 &
     fi
     SERVERS+=($!)
     until python3 -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)" \

