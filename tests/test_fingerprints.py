@@ -79,3 +79,4 @@ def test_a_rendered_dataset_is_fingerprinted_by_the_files_in_its_subfolders(tmp_
     assert path_fingerprint(folder) == before  # a by-product folder is not the data
     (folder / "data" / "test-00000-of-00001.parquet").write_bytes(b"rows-2, re-rendered")
     assert path_fingerprint(folder) != before
+
