@@ -6,8 +6,9 @@ training: train/output.py) also holds a fingerprint of each local input, and a c
 the old results "made with other settings" (refused in one line, or rerun with --overwrite).
 
 - A file: its SHA-256.
-- A folder: the SHA-256 of its top-level files' names and hashes, leaving out what does not change
-  what a model computes (cards, manifests, logs, locks) and the subfolders (checkpoints/, runs/).
+- A folder: the SHA-256 of its files' relative names and hashes, at any depth, leaving out what does not
+  change what is computed from it (cards, manifests, logs, locks) and by-product folders (checkpoints/,
+  runs/, report/, a hub model's original/).
   An adapter folder whose base is a local folder also fingerprints that base.
 - A hub model (no local path) is named by its revision, not hashed: a pinned revision is a commit,
   and multi-GB snapshots are never read again. An unpinned one is recorded as such.
@@ -30,6 +31,9 @@ from typing import Any
 NOT_CONTENT = ("README.md", "manifest.json", "results.json", "log_history.jsonl", "training_args.bin",
                "trainer_state.json")
 NOT_CONTENT_PREFIXES = (".", "manifest-")
+# Subfolders that are by-products, not the model or data: checkpoints and tracker logs of a training run,
+# a report or export of a results folder, the original-format copy some hub models also ship
+NOT_CONTENT_FOLDERS = ("checkpoints", "runs", "wandb", "trackio", "report", "original", "__pycache__")
 CACHE_NAME = "fingerprints.json"
 _CHUNK = 1 << 20
 
@@ -81,8 +85,16 @@ def file_hash(path: Path, cache: dict[str, Any] | None = None) -> str:
 
 
 def _content_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.name not in NOT_CONTENT
-                  and not p.name.startswith(NOT_CONTENT_PREFIXES))
+    """The files that make a folder what it is, at any depth (a rendered dataset keeps its Parquet files in
+    data/), leaving out bookkeeping and the folders of other runs' by-products."""
+    found = []
+    for path in folder.rglob("*"):
+        parts = path.relative_to(folder).parts
+        if any(part in NOT_CONTENT_FOLDERS or part.startswith(".") for part in parts[:-1]):
+            continue
+        if path.is_file() and path.name not in NOT_CONTENT and not path.name.startswith(NOT_CONTENT_PREFIXES):
+            found.append(path)
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
 def _local_base(folder: Path) -> Path | None:
@@ -103,7 +115,7 @@ def path_fingerprint(path: str | Path, cache: dict[str, Any] | None = None) -> s
         return "sha256:" + file_hash(path, cache)[:16]
     digest = hashlib.sha256()
     for file in _content_files(path):
-        digest.update(f"{file.name}\0{file_hash(file, cache)}\n".encode())
+        digest.update(f"{file.relative_to(path).as_posix()}\0{file_hash(file, cache)}\n".encode())
     if (base := _local_base(path)) is not None:
         digest.update(f"base\0{path_fingerprint(base, cache)}\n".encode())
     return "sha256:" + digest.hexdigest()[:16]

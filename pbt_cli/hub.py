@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -300,13 +301,28 @@ def path_replacements(root: Path, files: list[str]) -> list[tuple[str, str]]:
     return [*pairs, (str(Path.home()), "~")]
 
 
+# An absolute path inside free text (a command line, a note): not after a word character, ':' or '/'
+# (so not a URL's path or a ratio), made of path-name characters
+_LOCAL_PATH = re.compile(r"(?<![\w.~:/-])/(?:[\w.+@-]+/)*[\w.+@-]+")
+
+
+def _portable_if_local(path: str, root: Path) -> str:
+    """A path found in free text, made portable when it names something on this machine."""
+    home = str(Path.home())
+    if path == home or path.startswith(home + "/") or Path(path).exists():
+        return portable_name(path, root)
+    return path
+
+
 @contextmanager
 def portable_copy(artifact: Artifact, files: list[str]) -> Iterator[Path]:
     """The folder as it goes up: text files with local absolute paths made portable, the rest hard-linked
     (copied across file systems); a `.pbt-push-*` folder inside the artifact, removed afterwards."""
     root = artifact.path.resolve()
     staging = root / f"{INTERNAL_PREFIX}push-{os.getpid()}"
-    replacements = path_replacements(root, files)
+    # a path ends where a path cannot go on: `/x/dpo` is not replaced inside `/x/dpo_data`
+    replacements = [(re.compile(re.escape(absolute) + r"(?=$|[/\s\"',:;)\]}`|])", re.MULTILINE), portable)
+                    for absolute, portable in path_replacements(root, files)]
     try:
         for name in files:
             source, target = root / name, staging / name
@@ -315,8 +331,9 @@ def portable_copy(artifact: Artifact, files: list[str]) -> Iterator[Path]:
             target.parent.mkdir(parents=True, exist_ok=True)
             if source.suffix in TEXT_SUFFIXES:
                 text = source.read_text(encoding="utf-8", errors="surrogateescape")
-                for absolute, portable in replacements:
-                    text = text.replace(absolute, portable)
+                for pattern, portable in replacements:
+                    text = pattern.sub(lambda _, portable=portable: portable, text)
+                text = _LOCAL_PATH.sub(lambda found: _portable_if_local(found.group(0), root), text)
                 target.write_text(text, encoding="utf-8", errors="surrogateescape")
                 continue
             try:

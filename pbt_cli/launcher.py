@@ -23,7 +23,7 @@ def launcher_shard(shard_idx: int | None, num_shards: int | None,
     """(shard index, number of shards, the launcher they came from or None)."""
     env = os.environ if environ is None else environ
     if shard_idx is not None:
-        return shard_idx, num_shards or 1, None
+        return shard_idx, 1 if num_shards is None else num_shards, None
     if int(env.get("WORLD_SIZE") or 1) > 1:
         world, rank = int(env["WORLD_SIZE"]), int(env.get("RANK") or 0)
         if num_shards not in (None, world):
@@ -37,7 +37,7 @@ def launcher_shard(shard_idx: int | None, num_shards: int | None,
             raise PbtError(f"--num-shards {num_shards} differs from the SLURM array's {tasks} tasks; submit "
                            f"--array=0-{num_shards - 1}, or give --shard-idx")
         return int(task) - int(env.get("SLURM_ARRAY_TASK_MIN") or 0), num_shards, "slurm-array"
-    return 0, num_shards or 1, None
+    return 0, 1 if num_shards is None else num_shards, None  # 0 stays 0: the config refuses it in one line
 
 
 def own_gpu_only(environ: dict[str, str] | None = None) -> str | None:

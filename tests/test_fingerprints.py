@@ -65,3 +65,18 @@ def test_files_are_hashed_once_then_read_from_the_cache(tmp_path, monkeypatch):
 
     monkeypatch.setattr(fingerprints, "open", no_reading, raising=False)
     assert fingerprints.fingerprints([folder])[str(folder)] == path_fingerprint(folder, cache)
+
+
+def test_a_rendered_dataset_is_fingerprinted_by_the_files_in_its_subfolders(tmp_path):
+    """`pbt preprocess` keeps its Parquet files in data/: re-rendering them is another dataset."""
+    folder = tmp_path / "dpo_data"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "test-00000-of-00001.parquet").write_bytes(b"rows-1")
+    (folder / "manifest.json").write_text("{}")
+    before = path_fingerprint(folder)
+    (folder / "runs").mkdir()
+    (folder / "runs" / "events").write_bytes(b"tracker log")
+    assert path_fingerprint(folder) == before  # a by-product folder is not the data
+    (folder / "data" / "test-00000-of-00001.parquet").write_bytes(b"rows-2, re-rendered")
+    assert path_fingerprint(folder) != before
+

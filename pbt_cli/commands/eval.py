@@ -360,8 +360,8 @@ def farm(
     _render_farm(results, folder, json_out, f"farm: {cfg.model.display_name} on {farm_data}")
 
 
-@app.command("report", help="Compare every finished result under a folder: one tidy table (table, csv, json or "
-             "markdown) and plots with 95% intervals.",
+@app.command("report", help="Compare every finished result under a folder: each model, trained vs base, the mean "
+             "over training seeds (table, csv, json or markdown), and plots with 95% intervals.",
              epilog="Example: pbt eval report runs/try/results --format markdown")
 @o.pbt_command
 def report(
@@ -445,8 +445,7 @@ def export(
     ctx: typer.Context,
     folder: Annotated[Path, typer.Argument(help="A results root (the --out of `pbt eval ...`).")],
     format: Annotated[Literal["lm-eval", "inspect"], typer.Option(
-        "--format", help="lm-eval: <out>/<model>/results_pbt.json and samples_<task>_pbt.jsonl in "
-        "lm-evaluation-harness's layout; inspect: one Inspect AI eval log per result (<out>/<eval>-<model>.json).")],
+        "--format", help="lm-eval (lm-evaluation-harness's results files) or inspect (Inspect AI eval logs).")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="Where the files go (default: FOLDER/export-lm-eval or FOLDER/export-inspect).")] = None,
     mixed_extractors: Annotated[bool, typer.Option(

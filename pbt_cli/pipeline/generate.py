@@ -80,6 +80,8 @@ class GenerateConfig:
 
     def content_settings(self) -> dict[str, Any]:
         """Everything that changes the trees' content; a resumed run must match these exactly."""
+        from pbt_cli.fingerprints import specs_fingerprints  # a model changed in place makes other trees
+
         return to_plain({
             "model_a": _model_identity(self.model_a), "model_b": _model_identity(self.model_b),
             "extractor": _model_identity(self.extractor_spec), "questions": self.questions, "limit": self.limit,
@@ -87,7 +89,7 @@ class GenerateConfig:
             "max_turns": self.max_turns, "both_first": self.both_first, "split": self.split,
             "deterministic": self.deterministic, "sampling": self.sampling,
             "extraction_max_new_tokens": self.extraction_max_new_tokens, "prompts": prompts_hash(self.protocol),
-            "backend": self.backend.backend, "protocol": self.protocol,
+            "backend": self.backend.backend, "protocol": self.protocol, "model_fingerprints": specs_fingerprints(self),
         })
 
     def output_paths(self) -> tuple[Path, Path]:

@@ -94,3 +94,19 @@ def test_a_report_folder_is_pushed_with_its_plots(capsys, monkeypatch, results_r
     assert result.exit_code == 0, result.stderr
     assert {"README.md", "report.csv", "report_vs_base.csv", "report_team.png"} <= set(hub.uploaded)
     assert b"![report_team](report_team.png)" in hub.uploaded["README.md"]
+
+
+def test_a_path_is_not_replaced_inside_a_longer_one(tmp_path):
+    from pbt_cli.hub import Artifact, portable_copy
+
+    root = tmp_path / "runs" / "dpo"
+    root.mkdir(parents=True)
+    (tmp_path / "runs" / "dpo_data").mkdir()  # named only inside free text: found there, as it exists here
+    (root / "manifest.json").write_text(json.dumps({"out": str(root), "note": f"{root}_data {root}/sub {root}",
+                                                    "url": "https://arxiv.org/abs/2410.14596"}))
+    artifact = Artifact(path=root, stage="dpo", manifest_name="manifest.json", manifest={})
+    with portable_copy(artifact, ["manifest.json"]) as folder:
+        copied = json.loads((folder / "manifest.json").read_text())
+    assert copied["out"] == "."
+    assert copied["note"] == "../dpo_data ./sub ."
+    assert copied["url"] == "https://arxiv.org/abs/2410.14596"  # not a local path

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -27,8 +28,9 @@ def launch_env() -> dict[str, str]:
 
 
 def torchrun_command(*args: object) -> list[str]:
+    # --log-every 1: rank 0's progress record (steps done, loss) reaches the log within a second
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(RANKS),
-            "-m", "pbt_cli", *[str(a) for a in args]]
+            "-m", "pbt_cli", "--log-every", "1", *[str(a) for a in args]]
 
 
 def start(*args: object, log: Path) -> subprocess.Popen:
@@ -54,10 +56,13 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def training_started(out: Path, log: Path) -> bool:
-    """The manifest says running and the first step has been logged (the Trainer prints its log dicts)."""
+    """The manifest says running and a step is done: a progress record `steps N/M` with N >= 1 (or, on
+    a terminal-like setup, the trainer's printed log dict)."""
     manifest = out / "manifest.json"
-    return manifest.is_file() and json.loads(manifest.read_text()).get("status") == "running" \
-        and "'loss'" in log.read_text()
+    if not (manifest.is_file() and json.loads(manifest.read_text()).get("status") == "running"):
+        return False
+    text = log.read_text()
+    return "'loss'" in text or re.search(r"\bsteps [1-9][0-9,]*/", text) is not None
 
 
 def children(pid: int) -> list[int]:
