@@ -4,7 +4,8 @@
                                                      flipflop accuracy when evaluation ran)
   tokenizer files + chat_template.jinja             what the adapter was trained with
   README.md                                          the model card (cards.py)
-  checkpoints/checkpoint-N/                          Trainer checkpoints (resume from the last)
+  checkpoints/checkpoint-N/                          Trainer checkpoints (resume from the last); under FSDP
+                                                     the model as shards plus the adapter read back from them
   log_history.jsonl                                  every logged step and evaluation
   runs/                                              tensorboard logs (--report-to tensorboard)
   manifest.json                                      config, versions, data hash, metrics, best checkpoint
