@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pbt_cli.console import log
 from pbt_cli.progress import ProgressSink
 
 # the trainer's log keys worth a number in the line, in this order; the rest stay in trainer_state.json
@@ -36,6 +37,8 @@ def step_progress_callback(progress: ProgressSink) -> Any:
         def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
             if state.is_world_process_zero:
                 self.reported = state.global_step  # a resumed run starts at its checkpoint's step
+                if state.global_step:
+                    log.info("resuming at step %d of %d (the last checkpoint)", state.global_step, state.max_steps)
                 progress.start("steps", "steps", total=state.max_steps or None, completed=state.global_step)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
