@@ -686,3 +686,49 @@ def test_unknown_trainer_choices_are_one_line(capsys, tmp_path, world, flag, val
     no_model_loading(monkeypatch)
     assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "s",
                             flag, value], f"{flag} must be one of", "'bogus'", absent=(tmp_path / "s",))
+
+
+def test_max_steps_below_one_other_than_minus_one_is_one_line(capsys, tmp_path, world):
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "s",
+                            "--max-steps", "-5"], "--max-steps must be at least 1", absent=(tmp_path / "s",))
+
+
+def test_reference_sft_needs_an_adapter(capsys, tmp_path, world):
+    assert_refused(capsys, ["dpo", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "d",
+                            "--reference", "sft"], "--reference sft", "--adapter", absent=(tmp_path / "d",))
+
+
+def test_a_pair_of_an_unknown_kind_is_one_line(capsys, tmp_path, world):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("valid.jsonl", "test.jsonl", "manifest.json"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    records = [json.loads(line) for line in (world["pairs"] / "train.jsonl").read_text().splitlines()]
+    records[0]["kind"] = "banana"
+    (pairs / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert_refused(capsys, ["preprocess", "--pairs", pairs, "--tokenizer", world["model"], "--out", tmp_path / "d"],
+                   "train.jsonl line 1", "'banana'", unchanged=(pairs,), absent=(tmp_path / "d",))
+
+
+def test_a_cut_trees_file_under_a_complete_manifest_is_one_line(capsys, tmp_path):
+    trees = write_trees(tmp_path / "trees", [resist_tree("r0"), accept_tree("a0")])
+    text = (trees / "trees.jsonl").read_text()
+    (trees / "trees.jsonl").write_text(text[: len(text) - 40])  # cut mid-line: a copy that stopped
+    assert_refused(capsys, ["filter", "--trees", trees, "--out", tmp_path / "pairs"], "unfinished line",
+                   "says the run is complete", unchanged=(trees,), absent=(tmp_path / "pairs",))
+
+
+def test_filter_given_a_pairs_folder_names_the_stage(capsys, tmp_path, world):
+    assert_refused(capsys, ["filter", "--trees", world["pairs"], "--out", tmp_path / "p"], "`pbt filter`",
+                   "`pbt generate`", unchanged=(world["pairs"],), absent=(tmp_path / "p",))
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("max-turns: 4\nmax_turns: 6\n", ("max-turns twice",)),
+    ("max_turns:\n  a: 1\n", ("max_turns", "holds a mapping")),
+])
+def test_config_keys_given_twice_or_as_a_mapping_are_one_line(capsys, tmp_path, world, text, fragments):
+    config = tmp_path / "generate.yaml"
+    config.write_text(text)
+    assert_refused(capsys, ["generate", "--config", config, "--model-a", world["model"], "--model-b", world["model"],
+                            "--out", tmp_path / "t"], str(config), *fragments, absent=(tmp_path / "t",))
