@@ -732,3 +732,42 @@ def test_config_keys_given_twice_or_as_a_mapping_are_one_line(capsys, tmp_path, 
     config.write_text(text)
     assert_refused(capsys, ["generate", "--config", config, "--model-a", world["model"], "--model-b", world["model"],
                             "--out", tmp_path / "t"], str(config), *fragments, absent=(tmp_path / "t",))
+
+
+def test_a_card_edited_by_hand_is_not_replaced(capsys, tmp_path, world):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "manifest.json"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    assert run_cli(capsys, "card", pairs).exit_code == 0
+    assert run_cli(capsys, "card", pairs).exit_code == 0  # pbt's own card: written again
+    (pairs / "README.md").write_text((pairs / "README.md").read_text() + "\nMy notes on these pairs.\n")
+    assert_refused(capsys, ["card", pairs], "edited since pbt wrote it", unchanged=(pairs,))
+
+
+@pytest.mark.parametrize("stage", ["generate", "preprocess", "eval"])
+def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary_file(capsys, tmp_path, world, monkeypatch,
+                                                                           stage):
+    import contextlib
+    import errno
+
+    @contextlib.contextmanager
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]) if args else None)
+        yield
+
+    out = tmp_path / "out"
+    args, manifest = {
+        "generate": (["generate", "--model-a", world["model"], "--model-b", world["model"], "--limit", "1",
+                      "--max-turns", "2", "--max-new-tokens", "2", "--min-new-tokens", "1"], out / "manifest.json"),
+        "preprocess": (["preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"]], None),
+        "eval": (["eval", "ays", "--model", world["model"], "--limit", "1", "--max-new-tokens", "2"],
+                 out / "ays" / world["model"].name / "results.json"),
+    }[stage]
+    target = {"generate": "pbt_cli.pipeline.generate.jsonl_writer", "eval": "pbt_cli.evals.results.jsonl_writer",
+              "preprocess": "pbt_cli.pipeline.preprocess.write_split"}[stage]
+    monkeypatch.setattr(target, full_disk if stage != "preprocess" else (lambda *a, **k: full_disk(*a).__enter__()))
+    assert_refused(capsys, [*args, "--out", out], "no space left", "run the same command again")
+    if manifest is not None:
+        assert json.loads(manifest.read_text())["status"] == "failed"
+    assert not [p for p in out.rglob(".pbt-tmp-*")] if out.exists() else True
