@@ -74,7 +74,8 @@ FOLDER_CONTENTS: dict[str, tuple[str, ...]] = {
     **{split: (f"{split}/data-*-of-*.arrow", f"{split}/dataset_info.json", f"{split}/state.json")
        for split in ("train", "valid", "test")},
     # the trainer's output_dir: its checkpoints, and the model card and arguments it writes beside them
-    "checkpoints": ("checkpoints/checkpoint-*/**", "checkpoints/README.md", "checkpoints/training_args.bin",
+    "checkpoints": ("checkpoints/checkpoint-*/**", "checkpoints/tmp-checkpoint-*/**", "checkpoints/README.md",
+                    "checkpoints/training_args.bin",
                     "checkpoints/runs/**/events.out.tfevents.*"),
     "runs": ("runs/**/events.out.tfevents.*", "runs/**/projector_config.pbtxt"),
     "wandb": ("wandb/**",),
@@ -96,10 +97,10 @@ def foreign_inside(folder: Path, root: Path) -> list[str]:
     patterns = [pattern.split("/") for pattern in FOLDER_CONTENTS.get(folder.name, ())]
     foreign = []
     for directory, subfolders, files in os.walk(folder):
-        subfolders.sort()
+        subfolders[:] = sorted(d for d in subfolders if d not in IGNORED_NAMES)
         for name in sorted(files) + [d for d in subfolders if (Path(directory) / d).is_symlink()]:
             relative = (Path(directory) / name).relative_to(root)
-            if name in IGNORED_NAMES or relative.name in IGNORED_NAMES:
+            if name in IGNORED_NAMES:
                 continue
             if not any(_path_matches(relative.parts, pattern) for pattern in patterns):
                 foreign.append(relative.as_posix())
