@@ -6,7 +6,8 @@ The rules (README, "Safety"):
    of name patterns (`trees.jsonl`, `checkpoints`, `*.safetensors`, ...); manifests written before
    this rule existed are read with their stage's patterns (`LEGACY_OUTPUTS`).
 2. A folder holding anything else (a file no manifest claims, or another stage's manifest) is
-   refused, with or without `--overwrite`.
+   refused, with or without `--overwrite`; inside the folders a stage owns, every file must be one
+   that pbt writes there (`FOLDER_CONTENTS`).
 3. `--overwrite` deletes only entries the earlier manifest of the same unit claims.
 4. The folder may not be, lie inside, or contain one of the stage's inputs.
 5. One writer per unit (a folder, or one shard's files): a lock file `.pbt-lock*` holds the
@@ -16,7 +17,8 @@ The rules (README, "Safety"):
 6. The folder is created, and the lock written, before any model loads, so an unwritable `--out`
    fails at once. A run that stops or fails marks its manifest `interrupted` or `failed`.
 
-Entries whose names start with `.pbt-` (locks, staging folders) are pbt's own bookkeeping.
+Entries whose names start with `.pbt-` (locks, staging folders) are pbt's own bookkeeping; a
+staging folder is deleted only when it holds the mark of the pbt run that made it.
 """
 
 from __future__ import annotations
