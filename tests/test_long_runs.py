@@ -260,7 +260,7 @@ def test_a_long_retry_after_waits_at_most_the_request_timeout_and_says_so(capsys
         server.stop()
     assert result.exit_code == 0, result.stderr
     assert elapsed < 20  # not the 30 s the server asked for
-    assert "retrying in 2 s as the server asks" in result.stderr
+    assert "retrying in 2 s as the server asks" in " ".join(result.stderr.split())  # the log line may wrap
 
 
 def test_a_served_reply_with_no_content_is_reported(capsys, tmp_path):
@@ -275,4 +275,4 @@ def test_a_served_reply_with_no_content_is_reported(capsys, tmp_path):
     finally:
         server.stop()
     assert result.exit_code == 0, result.stderr
-    assert "with no text (content null" in result.stderr
+    assert "no text (content null" in " ".join(result.stderr.split())  # the log line may wrap
