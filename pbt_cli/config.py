@@ -40,6 +40,12 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         name = str(key).replace("-", "_")
         if name == "config":
             raise PbtError(f"config file {path}: a config file cannot name another config file (key '{key}')")
+        if name in options:  # max-turns and max_turns are one option: which one wins would be a guess
+            raise PbtError(f"config file {path} sets {name.replace('_', '-')} twice (key '{key}' and another "
+                           "spelling of it); keep one")
+        if isinstance(value, dict):
+            raise PbtError(f"config file {path}: key '{key}' holds a mapping ({value!r:.60}); an option takes one "
+                           "value (or a list, for options that repeat)")
         options[name] = value
     return options
 

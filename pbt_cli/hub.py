@@ -159,8 +159,43 @@ def write_card(artifact: Artifact, results: list[dict[str, Any]], repo_id: str |
                       manifest_name=artifact.manifest_name,
                       manifest_patterns=(artifact.manifest_name, "manifest-*-of-*.json")):
         path = artifact.path / "README.md"
+        check_card_not_edited(artifact)
         path.write_text(text, encoding="utf-8")
+        record_card(artifact)
     return path
+
+
+CARD_RECORD = f"{INTERNAL_PREFIX}card.json"  # what `pbt card` / `pbt push` last wrote, to notice hand edits
+
+
+def _card_state(artifact: Artifact) -> dict[str, str | None]:
+    from pbt_cli.artifacts import sha256_file
+
+    files = {"card": artifact.path / "README.md", "manifest": artifact.path / artifact.manifest_name}
+    return {key: sha256_file(path) if path.is_file() else None for key, path in files.items()}
+
+
+def check_card_not_edited(artifact: Artifact) -> None:
+    """Refuse to replace a card edited by hand since pbt wrote it (a stage that ran again since, which
+    rewrote its manifest, made a new card: that one is pbt's)."""
+    import json
+
+    record = artifact.path / CARD_RECORD
+    try:
+        written = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    now = _card_state(artifact)
+    if isinstance(written, dict) and written.get("manifest") == now["manifest"] and now["card"] is not None \
+            and written.get("card") != now["card"]:
+        raise PbtError(f"{artifact.path / 'README.md'} was edited since pbt wrote it, and pbt does not replace a "
+                       "card edited by hand; move it away (keep your text) and run the command again")
+
+
+def record_card(artifact: Artifact) -> None:
+    import json
+
+    (artifact.path / CARD_RECORD).write_text(json.dumps(_card_state(artifact)), encoding="utf-8")
 
 
 def restore_card(artifact: Artifact, text: bytes | None) -> None:
@@ -172,6 +207,7 @@ def restore_card(artifact: Artifact, text: bytes | None) -> None:
         tmp = path.with_name(f"{INTERNAL_PREFIX}tmp-{os.getpid()}-README.md")
         tmp.write_bytes(text)
         os.replace(tmp, path)
+    record_card(artifact)  # the card there now is the one pbt found (a hand-edited one is refused before)
 
 
 def upload_list(artifact: Artifact, include_checkpoints: bool) -> list[str]:

@@ -6,7 +6,8 @@ The rules (README, "Safety"):
    of name patterns (`trees.jsonl`, `checkpoints`, `*.safetensors`, ...); manifests written before
    this rule existed are read with their stage's patterns (`LEGACY_OUTPUTS`).
 2. A folder holding anything else (a file no manifest claims, or another stage's manifest) is
-   refused, with or without `--overwrite`.
+   refused, with or without `--overwrite`; inside the folders a stage owns, every file must be one
+   that pbt writes there (`FOLDER_CONTENTS`).
 3. `--overwrite` deletes only entries the earlier manifest of the same unit claims.
 4. The folder may not be, lie inside, or contain one of the stage's inputs.
 5. One writer per unit (a folder, or one shard's files): a lock file `.pbt-lock*` holds the
@@ -16,7 +17,8 @@ The rules (README, "Safety"):
 6. The folder is created, and the lock written, before any model loads, so an unwritable `--out`
    fails at once. A run that stops or fails marks its manifest `interrupted` or `failed`.
 
-Entries whose names start with `.pbt-` (locks, staging folders) are pbt's own bookkeeping.
+Entries whose names start with `.pbt-` (locks, staging folders) are pbt's own bookkeeping; a
+staging folder is deleted only when it holds the mark of the pbt run that made it.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ FOLDER_CONTENTS: dict[str, tuple[str, ...]] = {
     **{split: (f"{split}/data-*-of-*.arrow", f"{split}/dataset_info.json", f"{split}/state.json")
        for split in ("train", "valid", "test")},
     # the trainer's output_dir: its checkpoints, and the model card and arguments it writes beside them
-    "checkpoints": ("checkpoints/checkpoint-*/**", "checkpoints/README.md", "checkpoints/training_args.bin",
+    "checkpoints": ("checkpoints/checkpoint-*/**", "checkpoints/tmp-checkpoint-*/**", "checkpoints/README.md",
+                    "checkpoints/training_args.bin",
                     "checkpoints/runs/**/events.out.tfevents.*"),
     "runs": ("runs/**/events.out.tfevents.*", "runs/**/projector_config.pbtxt"),
     "wandb": ("wandb/**",),
@@ -96,10 +99,10 @@ def foreign_inside(folder: Path, root: Path) -> list[str]:
     patterns = [pattern.split("/") for pattern in FOLDER_CONTENTS.get(folder.name, ())]
     foreign = []
     for directory, subfolders, files in os.walk(folder):
-        subfolders.sort()
+        subfolders[:] = sorted(d for d in subfolders if d not in IGNORED_NAMES)
         for name in sorted(files) + [d for d in subfolders if (Path(directory) / d).is_symlink()]:
             relative = (Path(directory) / name).relative_to(root)
-            if name in IGNORED_NAMES or relative.name in IGNORED_NAMES:
+            if name in IGNORED_NAMES:
                 continue
             if not any(_path_matches(relative.parts, pattern) for pattern in patterns):
                 foreign.append(relative.as_posix())

@@ -686,3 +686,88 @@ def test_unknown_trainer_choices_are_one_line(capsys, tmp_path, world, flag, val
     no_model_loading(monkeypatch)
     assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "s",
                             flag, value], f"{flag} must be one of", "'bogus'", absent=(tmp_path / "s",))
+
+
+def test_max_steps_below_one_other_than_minus_one_is_one_line(capsys, tmp_path, world):
+    assert_refused(capsys, ["sft", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "s",
+                            "--max-steps", "-5"], "--max-steps must be at least 1", absent=(tmp_path / "s",))
+
+
+def test_reference_sft_needs_an_adapter(capsys, tmp_path, world):
+    assert_refused(capsys, ["dpo", "--model", world["model"], "--data", world["data"], "--out", tmp_path / "d",
+                            "--reference", "sft"], "--reference sft", "--adapter", absent=(tmp_path / "d",))
+
+
+def test_a_pair_of_an_unknown_kind_is_one_line(capsys, tmp_path, world):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("valid.jsonl", "test.jsonl", "manifest.json"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    records = [json.loads(line) for line in (world["pairs"] / "train.jsonl").read_text().splitlines()]
+    records[0]["kind"] = "banana"
+    (pairs / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert_refused(capsys, ["preprocess", "--pairs", pairs, "--tokenizer", world["model"], "--out", tmp_path / "d"],
+                   "train.jsonl line 1", "'banana'", unchanged=(pairs,), absent=(tmp_path / "d",))
+
+
+def test_a_cut_trees_file_under_a_complete_manifest_is_one_line(capsys, tmp_path):
+    trees = write_trees(tmp_path / "trees", [resist_tree("r0"), accept_tree("a0")])
+    text = (trees / "trees.jsonl").read_text()
+    (trees / "trees.jsonl").write_text(text[: len(text) - 40])  # cut mid-line: a copy that stopped
+    assert_refused(capsys, ["filter", "--trees", trees, "--out", tmp_path / "pairs"], "unfinished line",
+                   "says the run is complete", unchanged=(trees,), absent=(tmp_path / "pairs",))
+
+
+def test_filter_given_a_pairs_folder_names_the_stage(capsys, tmp_path, world):
+    assert_refused(capsys, ["filter", "--trees", world["pairs"], "--out", tmp_path / "p"], "`pbt filter`",
+                   "`pbt generate`", unchanged=(world["pairs"],), absent=(tmp_path / "p",))
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("max-turns: 4\nmax_turns: 6\n", ("max-turns twice",)),
+    ("max_turns:\n  a: 1\n", ("max_turns", "holds a mapping")),
+])
+def test_config_keys_given_twice_or_as_a_mapping_are_one_line(capsys, tmp_path, world, text, fragments):
+    config = tmp_path / "generate.yaml"
+    config.write_text(text)
+    assert_refused(capsys, ["generate", "--config", config, "--model-a", world["model"], "--model-b", world["model"],
+                            "--out", tmp_path / "t"], str(config), *fragments, absent=(tmp_path / "t",))
+
+
+def test_a_card_edited_by_hand_is_not_replaced(capsys, tmp_path, world):
+    pairs = tmp_path / "pairs"
+    pairs.mkdir()
+    for name in ("train.jsonl", "valid.jsonl", "test.jsonl", "manifest.json"):
+        (pairs / name).write_bytes((world["pairs"] / name).read_bytes())
+    assert run_cli(capsys, "card", pairs).exit_code == 0
+    assert run_cli(capsys, "card", pairs).exit_code == 0  # pbt's own card: written again
+    (pairs / "README.md").write_text((pairs / "README.md").read_text() + "\nMy notes on these pairs.\n")
+    assert_refused(capsys, ["card", pairs], "edited since pbt wrote it", unchanged=(pairs,))
+
+
+@pytest.mark.parametrize("stage", ["generate", "preprocess", "eval"])
+def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary_file(capsys, tmp_path, world, monkeypatch,
+                                                                           stage):
+    import contextlib
+    import errno
+
+    @contextlib.contextmanager
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]) if args else None)
+        yield
+
+    out = tmp_path / "out"
+    args, manifest = {
+        "generate": (["generate", "--model-a", world["model"], "--model-b", world["model"], "--limit", "1",
+                      "--max-turns", "2", "--max-new-tokens", "2", "--min-new-tokens", "1"], out / "manifest.json"),
+        "preprocess": (["preprocess", "--pairs", world["pairs"], "--tokenizer", world["model"]], None),
+        "eval": (["eval", "ays", "--model", world["model"], "--limit", "1", "--max-new-tokens", "2"],
+                 out / "ays" / world["model"].name / "results.json"),
+    }[stage]
+    target = {"generate": "pbt_cli.pipeline.generate.jsonl_writer", "eval": "pbt_cli.evals.results.jsonl_writer",
+              "preprocess": "pbt_cli.pipeline.preprocess.write_split"}[stage]
+    monkeypatch.setattr(target, full_disk if stage != "preprocess" else (lambda *a, **k: full_disk(*a).__enter__()))
+    assert_refused(capsys, [*args, "--out", out], "no space left", "run the same command again")
+    if manifest is not None:
+        assert json.loads(manifest.read_text())["status"] == "failed"
+    assert not [p for p in out.rglob(".pbt-tmp-*")] if out.exists() else True

@@ -261,4 +261,19 @@ def test_a_long_retry_after_waits_at_most_the_request_timeout_and_says_so(capsys
         server.stop()
     assert result.exit_code == 0, result.stderr
     assert elapsed < 20  # not the 30 s the server asked for
-    assert "retrying in 2 s as the server asks" in result.stderr
+    assert "retrying in 2 s as the server asks" in " ".join(result.stderr.split())  # the log line may wrap
+
+
+def test_a_served_reply_with_no_content_is_reported(capsys, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent / "served"))
+    from stub_server import StubServer, default_reply
+
+    # after the start-up checks, every reply has `content: null`
+    server = StubServer(reply=lambda body: None if len(server.bodies) >= 3 else default_reply(body)).start()
+    try:
+        result = run_cli(capsys, "eval", "ays", "--model", f"openai:stub@{server.url}", "--questions",
+                         "embedded:validation", "--limit", "2", "--out", tmp_path / "r")
+    finally:
+        server.stop()
+    assert result.exit_code == 0, result.stderr
+    assert "no text (content null" in " ".join(result.stderr.split())  # the log line may wrap

@@ -73,6 +73,9 @@ class PreferencePair:
                                f"\"content\": ...}}]); was it written by `pbt filter`?")
         if not isinstance(record.get("prompt"), list):
             raise PbtError(f"{where}: 'prompt' must be a list of chat messages; was it written by `pbt filter`?")
+        if record.get("kind") not in (*KINDS, None):  # the mix and the flipflop labels are built on the kind
+            raise PbtError(f"{where}: 'kind' must be {' or '.join(KINDS)} (or null), got {record.get('kind')!r}; "
+                           "was it written by `pbt filter`?")
         try:
             return cls(**record)
         except TypeError as exc:

@@ -19,7 +19,7 @@ from pbt_cli import stops
 from pbt_cli.artifacts import MANIFEST, base_manifest, sha256_file
 from pbt_cli.config import stable_hash, to_plain
 from pbt_cli.data.answers import NONE, ORIGINAL_CODE, PAPER, PROTOCOLS, is_correct, is_special, same_answer
-from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl
+from pbt_cli.data.jsonl import drop_unfinished_last_line, ends_unfinished, jsonl_writer, read_jsonl
 from pbt_cli.data.pairs import KINDS, SPLIT_FILES, SPLITS, PreferencePair, assistant_message, write_pairs
 from pbt_cli.data.prompts import (
     EVAL_PERSONA,
@@ -330,6 +330,11 @@ def _inputs_digest(trees_path: Path) -> dict[str, str]:
 def trees_manifests(trees_path: Path) -> dict[str, dict[str, Any]]:
     """The `pbt generate` manifests of the trees given (none for reference-format trees or bare files)."""
     folder = trees_path if trees_path.is_dir() else trees_path.parent
+    if trees_path.is_dir() and (folder / MANIFEST).is_file():  # another stage's folder: say which
+        stage = read_json_manifest(folder / MANIFEST).get("stage")
+        if stage != "generate":
+            raise PbtError(f"--trees {trees_path} holds the output of `pbt {stage}`, not of `pbt generate`; give the "
+                           "--out folder of `pbt generate`")
     manifests = {}
     for file in tree_files(trees_path):
         if file.suffix != ".jsonl":
@@ -349,7 +354,13 @@ def trees_manifests(trees_path: Path) -> dict[str, dict[str, Any]]:
 def check_trees_input(trees_path: Path, allow_partial: bool) -> bool:
     """Refuse the trees of an unfinished `pbt generate` run unless --allow-partial; True when partial."""
     partial = False
+    folder = trees_path if trees_path.is_dir() else trees_path.parent
     for name, manifest in trees_manifests(trees_path).items():
+        trees_file = folder / ("trees.jsonl" if name == MANIFEST else name.replace("manifest-", "trees-").replace(
+            ".json", ".jsonl"))
+        if manifest.get("status", "complete") == "complete" and trees_file.is_file() and ends_unfinished(trees_file):
+            raise PbtError(f"{trees_file} ends in an unfinished line, though its manifest says the run is complete: the "
+                           "file was cut (an incomplete copy, a full disk?); copy it again from where it was made")
         partial |= require_complete(manifest, trees_path, f"--trees ({name})", allow_partial=allow_partial,
                                     option="--allow-partial")
     return partial

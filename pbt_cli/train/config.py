@@ -77,6 +77,11 @@ class TrainConfig:
         require_at_least("--eval-limit", self.eval_limit)
         require_at_least("--save-total-limit", self.save_total_limit)
         require_at_least("--ddp-timeout", self.ddp_timeout)
+        if self.max_steps < 1 and self.max_steps != -1:
+            raise PbtError(f"--max-steps must be at least 1, or -1 to train by --num-train-epochs; got {self.max_steps}")
+        if self.reference == "sft" and not self.model.adapter:
+            raise PbtError("--reference sft uses the --adapter (the SFT run) as the frozen reference; pass --adapter "
+                           "SFT_FOLDER, or use --reference base")
         if self.max_steps < 1 and self.num_train_epochs <= 0:
             raise PbtError("set --max-steps or a positive --num-train-epochs")
         if self.model.load.dynamic_int8:

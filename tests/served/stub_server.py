@@ -205,7 +205,7 @@ class StubServer:
                       "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                    "finish_reason": "stop"}],
                       "usage": {"prompt_tokens": sum(len(str(m["content"]).split()) for m in body["messages"]),
-                                "completion_tokens": len(text.split()), "total_tokens": 0}}
+                                "completion_tokens": len((text or "").split()), "total_tokens": 0}}
             self._send(writer, 200, json.dumps(answer).encode())
             return True
         finally:

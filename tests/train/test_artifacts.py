@@ -99,6 +99,7 @@ def test_pbt_card_adds_the_evaluations_of_the_model(capsys, tmp_path, dpo_run, t
         assert "embedded:validation [sample]" in card.text and not card.data.eval_results
     finally:
         (out / "README.md").write_text(before)  # the session's run is shared with other tests
+        (out / ".pbt-card.json").unlink(missing_ok=True)  # as if `pbt card` had never run
 
 
 # --- pbt push, at the boundary of huggingface_hub --------------------------------------------------------------
@@ -169,6 +170,7 @@ def test_push_creates_the_repository_and_uploads_with_the_card(capsys, monkeypat
         assert "https://hub.test/me/pbt-tiny/commit/1" in result.stderr
     finally:
         (out / "README.md").write_text(before)
+        (out / ".pbt-card.json").unlink(missing_ok=True)
 
 
 @pytest.mark.parametrize(("case", "message"), [

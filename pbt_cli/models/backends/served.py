@@ -251,6 +251,11 @@ class ServedGenerator:
         finished: queue.SimpleQueue = queue.SimpleQueue()
         answers = self._loop.run(self._send_all(bodies, finished), finished)
         replies = []
+        empty = sum(1 for data in answers if data["choices"][0]["message"].get("content") is None)
+        if empty:  # an empty reply scores as no answer: say so, rather than let it pass unseen
+            log.warning("served model %s answered %d of %d request(s) with no text (content null: a reasoning-only "
+                        "reply, or a server fault); they count as empty replies", self.model_id, empty,
+                        len(answers))
         for conversation, data in zip(conversations, answers, strict=True):
             usage = data.get("usage") or {}
             self.usage.prompt_tokens += int(usage.get("prompt_tokens") or 0)
