@@ -154,6 +154,8 @@ class _Task:
 
 
 def _number(value: float) -> str:
+    if value == 0:
+        return "0"
     if isinstance(value, int) or float(value).is_integer() and abs(value) >= 1:
         return f"{int(value):,}"
     return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.3e}"

@@ -264,8 +264,9 @@ SCRIPT = r"""
 
 
 def render_page(data: dict[str, Any], title: str) -> str:
-    # "</" inside the JSON would end the script element early; "<\/" is the same string to JSON
-    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    # a "</script>" or "<!--" in a model's text would end or change the script element: every "<" is
+    # written as the JSON escape \u003c, the same string to JSON.parse
+    payload = json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("<", "\\u003c")
     sources = "; ".join(data.get("sources") or [])
     notes = " ".join(data.get("notes") or [])
     return (

@@ -29,7 +29,8 @@ def run_folder(tmp_path_factory) -> Path:
 def page_data(path: Path) -> dict:
     text = path.read_text(encoding="utf-8")
     payload = re.search(r'<script type="application/json" id="pbt-data">(.*?)</script>', text, re.S).group(1)
-    return json.loads(payload.replace("<\\/", "</"))
+    assert "<" not in payload  # a model's "</script>" cannot end the data early
+    return json.loads(payload)
 
 
 def test_a_run_folder_gives_trees_with_their_pairs_transcripts_and_diagnostics(run_folder):
@@ -199,3 +200,15 @@ def test_team_and_farm_transcripts_show_who_said_what_and_the_scoring(tmp_path):
     assert all("team correct" in s["scoring"] and isinstance(s["flipped"], bool) for s in team)
     assert all("persuaded" in s["scoring"] and s["label"].startswith("farm ") for s in farm)
     assert all(s["transcript"] and s["flipped"] == s["scoring"]["persuaded"] for s in farm)
+
+
+def test_model_text_cannot_break_out_of_the_page(tmp_path):
+    from pbt_cli.view.page import render_page
+
+    nasty = "</script><!-- <script>alert(1)</script>"
+    page = tmp_path / "nasty.html"
+    page.write_text(render_page({"sources": [], "trees": [], "pairs": [], "notes": [], "diagnostics": None,
+                                 "samples": [{"question": nasty, "transcript": [{"who": "user", "text": nasty}]}]},
+                                "t"), encoding="utf-8")
+    assert page_data(page)["samples"][0]["question"] == nasty
+    assert page.read_text().count("</script>") == 2  # the data block's and the code's own
