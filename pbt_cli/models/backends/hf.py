@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from pbt_cli.console import log
-from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
+from pbt_cli.models.backends.base import NEUTRAL_SAMPLING, GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, encode, render, template_hash
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.progress import report_activity
@@ -155,6 +155,7 @@ class TransformersGenerator:
         }
         if sampling.min_new_tokens:
             kwargs["min_new_tokens"] = sampling.min_new_tokens
+        kwargs.update(NEUTRAL_SAMPLING)  # not the checkpoint's generation_config defaults (base.py)
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         elif self.per_row_sampling:
