@@ -149,7 +149,7 @@ def test_transformers_serve_settings_go_through_generation_config(stub, caplog):
     neutral = {"repetition_penalty": 1.0, "min_p": 0.0}  # not the model's generation_config.json defaults
     assert json.loads(sampled["generation_config"]) == {"do_sample": True, "top_k": 0, "min_new_tokens": 8,
                                                          **neutral}
-    assert json.loads(extraction["generation_config"]) == {"do_sample": False, **neutral}
+    assert json.loads(extraction["generation_config"]) == {"do_sample": False, "repetition_penalty": 1.0}
     assert not set(TRANSFORMERS_SERVE_REFUSES) & (set(sampled) | set(extraction))
     # no continuation: the answer prefix is left out and the extractor answers in a turn of its own
     assert extraction["messages"][-1]["role"] == "user"

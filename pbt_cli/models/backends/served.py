@@ -288,8 +288,10 @@ class ServedGenerator:
                 config["top_k"] = sampling.top_k  # 0 = off; unset would mean transformers' default of 50
             if sampling.min_new_tokens:
                 config["min_new_tokens"] = sampling.min_new_tokens
-            # not the model's generation_config.json defaults, which the server merges in (base.py)
-            config.update(NEUTRAL_SAMPLING)
+            # not the model's generation_config.json defaults, which the server merges in (base.py); min_p
+            # only where it samples (transformers warns about the flag in greedy decoding)
+            config.update(NEUTRAL_SAMPLING if not sampling.greedy else
+                          {"repetition_penalty": NEUTRAL_SAMPLING["repetition_penalty"]})
             body["generation_config"] = json.dumps(config)
         else:
             if not sampling.greedy and features.top_k:
