@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -55,7 +56,9 @@ class VLLMServer:
         started = time.monotonic()
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
         with open(self.log, "a") as handle:
-            self.process = subprocess.Popen(self.command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            # a session of its own: the engine core is a child process, stopped with the server
+            self.process = subprocess.Popen(self.command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True)
         while True:
             if self.process.poll() is not None:
                 pytest.fail(f"vllm serve exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
@@ -71,15 +74,15 @@ class VLLMServer:
     def stop(self, *, kill: bool = False) -> None:
         if self.process is None:
             return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
+        # kill: -9 to the server and its engine core at once, as when a node goes down
+        os.killpg(self.process.pid, signal.SIGKILL if kill else signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group (the engine core)
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process = None
 
 
