@@ -125,9 +125,9 @@ MaxBatchTokens = Annotated[int | None, typer.Option(
 TensorParallel = Annotated[int, typer.Option("--tensor-parallel-size", help="GPUs per vLLM engine.",
                                              rich_help_panel=BACKEND)]
 GpuMemory = Annotated[float | None, typer.Option(
-    "--gpu-memory-utilization", help="Share of GPU memory per vLLM engine (default: 0.9 split between engines).",
+    "--gpu-memory-utilization", help="Share of GPU memory for all vLLM engines, split evenly (default 0.9).",
     rich_help_panel=BACKEND)]
-MaxModelLen = Annotated[int | None, typer.Option("--max-model-len", help="vLLM context length cap.",
+MaxModelLen = Annotated[int | None, typer.Option("--max-model-len", help="vLLM context length cap (-1: what fits).",
                                                  rich_help_panel=BACKEND)]
 SERVED = "Served models (openai:MODEL_ID[@BASE_URL] in any model option)"
 BaseUrl = Annotated[str | None, typer.Option(

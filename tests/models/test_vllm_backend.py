@@ -100,8 +100,10 @@ def test_chat_passes_per_conversation_seeded_sampling_and_prefill_flags(fake_vll
     normal, continued = fake_vllm[0].calls
     assert [p.seed for p in normal["sampling_params"]] == [11, 12, 13]  # each request's own seed, unchanged
     assert [p.seed for p in continued["sampling_params"]] == [14]
-    assert normal["sampling_params"][0].given == {"temperature": 0.7, "top_p": 1.0, "max_tokens": 80,
-                                                  "min_tokens": 8, "seed": 11}
+    # every field a generation_config.json could set is sent, top_k 0 (off) included (issue 23, item 4c)
+    assert normal["sampling_params"][0].given == {"temperature": 0.7, "top_p": 1.0, "top_k": 0, "max_tokens": 80,
+                                                  "min_tokens": 8, "seed": 11, "repetition_penalty": 1.0,
+                                                  "min_p": 0.0}
     assert (normal["add_generation_prompt"], normal["continue_final_message"]) == (True, False)
     assert (continued["add_generation_prompt"], continued["continue_final_message"]) == (False, True)
     assert continued["prompts"][0].endswith("Final answer:")  # continued, not closed
@@ -114,7 +116,8 @@ def test_greedy_sends_temperature_zero_without_seed(fake_vllm, tiny_model_dir):
     generator = _generator(tiny_model_dir)
     generator.chat([QUESTION], Sampling(temperature=0.0, max_new_tokens=16, seed=3))
     [params] = fake_vllm[0].calls[0]["sampling_params"]
-    assert params.given == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 16, "min_tokens": 0}
+    assert params.given == {"temperature": 0.0, "top_p": 1.0, "top_k": 0, "max_tokens": 16, "min_tokens": 0,
+                            "repetition_penalty": 1.0, "min_p": 0.0}
 
 
 def test_lora_adapter_goes_through_a_lora_request_on_the_shared_engine(fake_vllm, tiny_model_dir,

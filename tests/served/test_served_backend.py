@@ -57,7 +57,9 @@ def test_a_request_carries_messages_sampling_and_its_own_seed(stub):
     assert body["messages"] == ask("second question")
     assert body["max_tokens"] == 80 and body["temperature"] == 0.7 and body["top_p"] == 0.9
     assert body["seed"] == 1234 and body["min_tokens"] == 8 and body["n"] == 1
-    assert "top_k" not in body  # 0 = off: not sent, the server's default applies
+    # top_k 0 (off) and the neutral values are sent: vLLM's server would fill unsent fields from the
+    # model's generation_config.json (issue 23)
+    assert body["top_k"] == 0 and body["repetition_penalty"] == 1.0 and body["min_p"] == 0.0
     assert "continue_final_message" not in body
 
 
@@ -144,8 +146,10 @@ def test_transformers_serve_settings_go_through_generation_config(stub, caplog):
         served.chat([ask("sampled"), extraction_conversation("Q?", "Paris.")],
                     [Sampling(temperature=0.7, top_k=0, max_new_tokens=80, min_new_tokens=8, seed=3), GREEDY])
     sampled, extraction = server.bodies[-2:]
-    assert json.loads(sampled["generation_config"]) == {"do_sample": True, "top_k": 0, "min_new_tokens": 8}
-    assert json.loads(extraction["generation_config"]) == {"do_sample": False}
+    neutral = {"repetition_penalty": 1.0, "min_p": 0.0}  # not the model's generation_config.json defaults
+    assert json.loads(sampled["generation_config"]) == {"do_sample": True, "top_k": 0, "min_new_tokens": 8,
+                                                         **neutral}
+    assert json.loads(extraction["generation_config"]) == {"do_sample": False, "repetition_penalty": 1.0}
     assert not set(TRANSFORMERS_SERVE_REFUSES) & (set(sampled) | set(extraction))
     # no continuation: the answer prefix is left out and the extractor answers in a turn of its own
     assert extraction["messages"][-1]["role"] == "user"

@@ -22,6 +22,11 @@ from pbt_cli.errors import PbtError
 from pbt_cli.models.chat import Conversation
 
 MAX_TEMPERATURE = 2.0  # the OpenAI API's and vLLM's upper bound; beyond it sampling is noise anyway
+# Sampling fields a model's generation_config.json may set that pbt has no option for: every backend
+# sends them at these neutral values, so that no backend applies the checkpoint's defaults (transformers
+# merges generation_config into generate(), vLLM's server fills unsent fields from it, in-process vLLM
+# ignores it); with pbt's own temperature, top_p, top_k and lengths, a request says all of its sampling
+NEUTRAL_SAMPLING: dict[str, float] = {"repetition_penalty": 1.0, "min_p": 0.0}
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from dataclasses import replace
 from typing import Any
 
 from pbt_cli.console import log
-from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
+from pbt_cli.models.backends.base import NEUTRAL_SAMPLING, GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, encode, render, template_hash
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.progress import report_activity
@@ -155,6 +155,9 @@ class TransformersGenerator:
         }
         if sampling.min_new_tokens:
             kwargs["min_new_tokens"] = sampling.min_new_tokens
+        # not the checkpoint's generation_config defaults (base.py); min_p only where transformers samples
+        # (greedy and pbt's own per-row sampler take no warpers, and it warns about the flag there)
+        kwargs["repetition_penalty"] = NEUTRAL_SAMPLING["repetition_penalty"]
         if sampling.greedy:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         elif self.per_row_sampling:
@@ -169,7 +172,7 @@ class TransformersGenerator:
                 torch.manual_seed(seeds[0])
             # top_k=0 switches top-k off; None would fall back to the generation config's default of 50
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p,
-                          top_k=sampling.top_k)
+                          top_k=sampling.top_k, min_p=NEUTRAL_SAMPLING["min_p"])
         if prefix_cache is not None:
             kwargs["past_key_values"] = prefix_cache
         with torch.inference_mode(), warnings.catch_warnings():

@@ -52,7 +52,7 @@ from typing import Any
 
 from pbt_cli.console import log
 from pbt_cli.errors import PbtError
-from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
+from pbt_cli.models.backends.base import NEUTRAL_SAMPLING, GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import Conversation, ends_with_prefill
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.progress import report_activity
@@ -293,10 +293,17 @@ class ServedGenerator:
                 config["top_k"] = sampling.top_k  # 0 = off; unset would mean transformers' default of 50
             if sampling.min_new_tokens:
                 config["min_new_tokens"] = sampling.min_new_tokens
+            # not the model's generation_config.json defaults, which the server merges in (base.py); min_p
+            # only where it samples (transformers warns about the flag in greedy decoding)
+            config.update(NEUTRAL_SAMPLING if not sampling.greedy else
+                          {"repetition_penalty": NEUTRAL_SAMPLING["repetition_penalty"]})
             body["generation_config"] = json.dumps(config)
         else:
-            if sampling.top_k and not sampling.greedy and features.top_k:
+            if not sampling.greedy and features.top_k:
+                # 0 = off, sent too: vLLM's server fills a field left out from generation_config.json
                 body["top_k"] = sampling.top_k
+            if features.top_k:  # a server with vLLM's sampling fields (vLLM, SGLang) takes these too
+                body.update(NEUTRAL_SAMPLING)
             if sampling.min_new_tokens and features.min_tokens:
                 body["min_tokens"] = sampling.min_new_tokens
         if ends_with_prefill(messages):

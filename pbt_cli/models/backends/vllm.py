@@ -33,7 +33,7 @@ from typing import Any
 
 from pbt_cli.errors import PbtError
 from pbt_cli.models.backends import VLLM_MISSING
-from pbt_cli.models.backends.base import GenerationUsage, Sampling, per_conversation
+from pbt_cli.models.backends.base import NEUTRAL_SAMPLING, GenerationUsage, Sampling, per_conversation
 from pbt_cli.models.chat import (
     Conversation,
     ends_with_prefill,
@@ -280,12 +280,12 @@ def adapter_chat_template(resolved: ResolvedModel) -> str | None:
 
 def sampling_params(vllm: Any, sampling: Sampling) -> Any:
     # the ranges vLLM accepts are checked once, in Sampling itself (base.py)
+    # every field a model's generation_config.json could set is sent, the ones pbt has no option for at
+    # their neutral values (base.py: NEUTRAL_SAMPLING): the same rule as the other backends
     kwargs: dict[str, Any] = {
-        "temperature": max(sampling.temperature, 0.0), "top_p": sampling.top_p,
-        "max_tokens": sampling.max_new_tokens, "min_tokens": sampling.min_new_tokens,
+        "temperature": max(sampling.temperature, 0.0), "top_p": sampling.top_p, "top_k": max(sampling.top_k, 0),
+        "max_tokens": sampling.max_new_tokens, "min_tokens": sampling.min_new_tokens, **NEUTRAL_SAMPLING,
     }
-    if sampling.top_k > 0:
-        kwargs["top_k"] = sampling.top_k
     if sampling.seed is not None and not sampling.greedy:
         kwargs["seed"] = sampling.seed  # the request's own seed (docs/method.md §2.10)
     return vllm.SamplingParams(**kwargs)
