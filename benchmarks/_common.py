@@ -25,17 +25,9 @@ def start_transformers_serve(folder: Any, log: Any, *, device: str, dtype: str, 
     """`transformers serve FOLDER` on 127.0.0.1 (a free port), up and listing its models: (process, base
     URL). Its output goes to `log`; the last of it is shown when it exits or does not answer in time."""
     import os
-    import socket
-    import subprocess
     import sys
-    import time
 
-    from pbt_cli.models.backends.served import http_client_module
-
-    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", str(folder), "--host", "127.0.0.1",
                "--port", str(port), "--device", device, "--dtype", dtype]
     if continuous_batching:
@@ -45,21 +37,9 @@ def start_transformers_serve(folder: Any, log: Any, *, device: str, dtype: str, 
     hub_cache = os.path.join(os.path.dirname(os.path.abspath(log)), "hub-cache")
     os.makedirs(hub_cache, exist_ok=True)
     with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache, **(env or {})})
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"transformers serve exited ({process.returncode}):\n{open(log).read()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"transformers serve did not answer in {timeout:.0f} s:\n{open(log).read()[-3000:]}")
+        process = subprocess_popen(command, handle,
+                                   {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": hub_cache, **(env or {})})
+    return wait_for_models(process, port, log, timeout, "transformers serve", interval=0.5)
 
 
 def vllm_serve_command(folder: Any, port: int, *, dtype: str, max_model_len: int, name: str | None = None,
@@ -81,31 +61,48 @@ def start_vllm_serve(folder: Any, log: Any, *, dtype: str, max_model_len: int = 
     """`vllm serve FOLDER` on 127.0.0.1 (a free port), up and listing its models: (process, base URL). On
     vLLM's CPU build the KV cache is VLLM_CPU_KVCACHE_SPACE GiB (2 unless `env` says otherwise)."""
     import os
+
+    port = free_port()
+    command = vllm_serve_command(folder, port, dtype=dtype, max_model_len=max_model_len)
+    with open(log, "w") as handle:
+        process = subprocess_popen(command, handle, {**os.environ, "HF_HUB_OFFLINE": "1",
+                                                     "VLLM_CPU_KVCACHE_SPACE": "2", **(env or {})})
+    return wait_for_models(process, port, log, timeout, "vllm serve", interval=1.0)
+
+
+def free_port() -> int:
     import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_popen(command: list[str], handle: Any, env: dict[str, str]) -> Any:
     import subprocess
+
+    return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+
+
+def wait_for_models(process: Any, port: int, log: Any, timeout: float, what: str, *,
+                    interval: float) -> tuple[Any, str]:
+    """Wait until the server on `port` lists its models: (process, base URL); the end of its log when it
+    exits first or does not answer in time."""
     import time
 
     from pbt_cli.models.backends.served import http_client_module
 
-    httpx = http_client_module()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    command = vllm_serve_command(folder, port, dtype=dtype, max_model_len=max_model_len)
-    with open(log, "w") as handle:
-        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "2",
-                                        **(env or {})})
+    httpx = http_client_module()  # httpx2 or httpx, whichever the environment has
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise SystemExit(f"vllm serve exited ({process.returncode}):\n{open(log).read()[-3000:]}")
+            raise SystemExit(f"{what} exited ({process.returncode}):\n{open(log).read()[-3000:]}")
         try:
             if httpx.get(f"{url}/models", timeout=2, trust_env=False).status_code == 200:
                 return process, url
         except httpx.TransportError:
             pass
-        time.sleep(1)
+        time.sleep(interval)
     process.kill()
-    raise SystemExit(f"vllm serve did not answer in {timeout:.0f} s:\n{open(log).read()[-3000:]}")
+    raise SystemExit(f"{what} did not answer in {timeout:.0f} s:\n{open(log).read()[-3000:]}")
