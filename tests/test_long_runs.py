@@ -143,18 +143,22 @@ def test_sigterm_during_training_saves_a_checkpoint_it_resumes_from(tmp_path, ti
     pairs = make_pairs_folder(tmp_path / "pairs", {"train": 4, "valid": 2, "test": 2})
     data = preprocess(pairs, tiny_model_dir, tmp_path / "data", "sft")
     out = tmp_path / "sft"
-    args = ["sft", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", "40", "--save-steps", "1000",
+    # The tiny model trains ~30 steps a second on a slow 2-core machine and twice that on a faster one, and the
+    # first progress record comes after --log-every (1 s): 40 steps were all done before it on CI. 600 leave
+    # room for a machine ten times faster and still take only ~20 s here.
+    steps = 600
+    args = ["sft", "--model", tiny_model_dir, "--data", data, "--out", out, "--max-steps", str(steps), "--save-steps", "100000",
             "--per-device-train-batch-size", "2", "--gradient-accumulation-steps", "1", "--warmup-steps", "1",
             "--logging-steps", "1", "--log-every", "1"]
     run = pbt_process(*args)
     seen: list[str] = []
 
     def trained_two_steps() -> bool:
-        # off a terminal, training logs `sft: steps N/40 ...` every --log-every seconds on stderr
+        # off a terminal, training logs `sft: steps N/600 ...` every --log-every seconds on stderr
         line = run.stderr.readline()
         if line:
             seen.append(line)
-        return any(int(found.group(1)) >= 2 for entry in seen if (found := re.search(r"steps (\d+)/40", entry)))
+        return any(int(found.group(1)) >= 2 for entry in seen if (found := re.search(rf"steps (\d+)/{steps}", entry)))
 
     wait_for(trained_two_steps, run)
     run.send_signal(signal.SIGTERM)
@@ -163,16 +167,16 @@ def test_sigterm_during_training_saves_a_checkpoint_it_resumes_from(tmp_path, ti
     saved = sorted(out.glob("checkpoints/checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     assert saved, "no checkpoint was saved on SIGTERM"
     step = int(saved[-1].name.split("-")[1])
-    assert 2 <= step < 40
+    assert 2 <= step < steps
     assert json.loads((out / "manifest.json").read_text())["status"] == "interrupted"
 
     again = pbt_process(*args)
     out_text, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
-    steps = [json.loads(line)["step"] for line in (out / "log_history.jsonl").read_text().splitlines()
-             if "loss" in json.loads(line)]
-    assert steps == list(range(1, 41))  # every step once: resumed from the checkpoint, not from scratch
-    assert json.loads((out / "manifest.json").read_text())["global_step"] == 40
+    logged = [json.loads(line)["step"] for line in (out / "log_history.jsonl").read_text().splitlines()
+              if "loss" in json.loads(line)]
+    assert logged == list(range(1, steps + 1))  # every step once: resumed from the checkpoint, not from scratch
+    assert json.loads((out / "manifest.json").read_text())["global_step"] == steps
 
 
 # --- tracking ---------------------------------------------------------------------------------------------------
