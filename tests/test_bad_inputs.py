@@ -463,7 +463,9 @@ def test_an_interrupted_judged_filter_resumes_with_the_same_command(capsys, tmp_
     stop_now = False
     again = run_cli(capsys, *args)
     assert again.exit_code == 0, again.stderr
-    assert json.loads((out / "manifest.json").read_text())["status"] == "complete"
+    finished = json.loads((out / "manifest.json").read_text())
+    assert finished["status"] == "complete"
+    assert finished["sampling_rule"]["sent_with_every_request"] == {"repetition_penalty": 1.0, "min_p": 0.0}
 
 
 def test_overwrite_never_deletes_a_users_file_inside_pbts_folders(capsys, tmp_path, world):

@@ -22,6 +22,7 @@ from pbt_cli.budget import Budget
 from pbt_cli.console import log
 from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl, write_jsonl
 from pbt_cli.errors import PbtError
+from pbt_cli.models.backends.base import sampling_rule
 from pbt_cli.outputs import TRACKING, OutputFolder, claim_output
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
@@ -240,7 +241,7 @@ class EvalRun:
 
     def start(self) -> None:
         manifest = base_manifest(f"eval {self.eval_name}", self.config)
-        manifest.update(eval=self.eval_name, status="running", settings=self.settings)
+        manifest.update(eval=self.eval_name, status="running", settings=self.settings, sampling_rule=sampling_rule())
         self.folder.write_manifest(manifest)
 
     def chunks(self, items: Sequence[Any], samples_per_item: int = 1,
@@ -304,7 +305,7 @@ class EvalRun:
         results.update(eval=self.eval_name, status="complete", metrics=metrics, n=len(self._samples), seeds=seeds,
                        models=models, extractor=extractor, settings=self.settings,
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), intervals=INTERVALS,
-                       base_weights=_base_weights(self.config), **(extra or {}))
+                       base_weights=_base_weights(self.config), sampling_rule=sampling_rule(), **(extra or {}))
         return self.folder.write_manifest(results)
 
 
@@ -349,7 +350,7 @@ def write_results(folder: Path, *, eval_name: str, config: Any, metrics: dict[st
     results = base_manifest(f"eval {eval_name}", config)
     results.update(eval=eval_name, status="complete", metrics=metrics, n=len(samples), seeds=seeds, models=models,
                    settings=eval_settings(config), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                   outputs=list(EVAL_OUTPUTS), **(extra or {}))
+                   outputs=list(EVAL_OUTPUTS), sampling_rule=sampling_rule(), **(extra or {}))
     write_jsonl(folder / SAMPLES, samples)
     write_json(folder / RESULTS, results)
     return results

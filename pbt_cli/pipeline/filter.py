@@ -32,7 +32,7 @@ from pbt_cli.data.prompts import (
 from pbt_cli.data.trees import AGENTS, Tree, Turn, other_agent, read_trees, resolve_answers, tree_files
 from pbt_cli.errors import PbtError, require_one_of
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
-from pbt_cli.models.backends.base import Generator, Sampling
+from pbt_cli.models.backends.base import Generator, Sampling, sampling_rule
 from pbt_cli.models.chat import Conversation
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.outputs import OutputFolder, claim_output, read_json_manifest, require_complete, require_stage
@@ -484,6 +484,7 @@ def _filter(cfg: FilterConfig, folder: OutputFolder, settings: dict[str, Any], p
     manifest = base_manifest("filter", cfg, timestamp=False)
     manifest.update(status="complete", settings=settings, counts=counts, removed=dict(sorted(removed.items())),
                     trees=tree_counts, pairs_considered=considered, judge=judge.describe() if judge else None,
+                    sampling_rule=sampling_rule() if judge else None,
                     partial_input=partial, diagnostics=diagnostics)
     with folder.staging() as staging:
         for split, pairs in pairs_by_split.items():

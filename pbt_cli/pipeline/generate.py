@@ -24,7 +24,7 @@ from pbt_cli.data.prompts import PROMPTS_VERSION, prompts_hash
 from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
-from pbt_cli.models.backends.base import Sampling
+from pbt_cli.models.backends.base import Sampling, sampling_rule
 from pbt_cli.models.spec import ModelSpec
 from pbt_cli.outputs import TRACKING, OutputFolder, claim_output
 from pbt_cli.pipeline.dialogue import SPLITS, DialogueRoles, DialogueSettings, expand_trees, turns_below
@@ -174,6 +174,7 @@ def _generate(cfg: GenerateConfig, folder: OutputFolder, pool: GeneratorPool | N
     settings = cfg.dialogue_settings()
     manifest = base_manifest("generate", cfg)
     manifest.update(settings=cfg.content_settings(), prompts_version=PROMPTS_VERSION, status="running",
+                    sampling_rule=sampling_rule(),
                     counts={"selected": len(questions), "trees": kept})
     progress.start("trees", "trees", total=len(questions), completed=len(questions) - len(todo))
 

@@ -29,6 +29,14 @@ MAX_TEMPERATURE = 2.0  # the OpenAI API's and vLLM's upper bound; beyond it samp
 NEUTRAL_SAMPLING: dict[str, float] = {"repetition_penalty": 1.0, "min_p": 0.0}
 
 
+def sampling_rule() -> dict[str, Any]:
+    """The rule above as run records state it (generate's manifest, every evaluation's results.json), so
+    that a reader of a record knows the request held all of its sampling, whichever backend answered it."""
+    return {"model_generation_config": "not applied (a checkpoint's generation_config.json sets nothing)",
+            "sent_with_every_request": dict(NEUTRAL_SAMPLING),
+            "sent_from_options": ["temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens", "seed"]}
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Decoding settings (names as in transformers' GenerationConfig). temperature 0 means greedy."""
