@@ -54,3 +54,14 @@ def own_gpu_only(environ: dict[str, str] | None = None) -> str | None:
                        "launch at most one process per GPU")
     env["CUDA_VISIBLE_DEVICES"] = visible[local] if visible else str(local)
     return env["CUDA_VISIBLE_DEVICES"]
+
+
+def refuse_several_processes(command: str, environ: Mapping[str, str] | None = None) -> None:
+    """Evaluations have no shards yet: under torchrun every copy would claim the same results folder and
+    all but one would stop on its lock, a failure that names the lock and not the cause. Say the cause."""
+    env = os.environ if environ is None else environ
+    world = int(env.get("WORLD_SIZE") or 1)
+    if world > 1:
+        raise PbtError(f"{command} runs as one process and has no shards, but this launch started {world} "
+                       f"(WORLD_SIZE={world}); run it without torchrun, one command per model (a SLURM array "
+                       "task per model works)")

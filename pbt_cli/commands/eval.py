@@ -14,6 +14,7 @@ from pbt_cli.commands import options as o
 from pbt_cli.data.questions import check_source
 from pbt_cli.errors import PbtError
 from pbt_cli.evals.results import format_metric
+from pbt_cli.launcher import refuse_several_processes
 
 HELP = ("The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues), "
         "farm (resistance to misinformation).")
@@ -85,6 +86,7 @@ def flipflop(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
+    refuse_several_processes("pbt eval flipflop")
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
     from pbt_cli.pipeline.preprocess import read_data_manifest
 
@@ -139,6 +141,7 @@ def ays(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
+    refuse_several_processes("pbt eval ays")
     from pbt_cli.evals.ays import AysConfig, run_ays
 
     dry_run = bool(shared["dry_run"]) or estimate
@@ -201,6 +204,7 @@ def team(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
+    refuse_several_processes("pbt eval team")
     from pbt_cli.evals import team as team_eval
 
     dry_run = bool(shared["dry_run"]) or estimate
@@ -324,6 +328,7 @@ def farm(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
+    refuse_several_processes("pbt eval farm")
     from pbt_cli.data.farm import EMBEDDED_PREFIX, load_farm
     from pbt_cli.evals.farm import FarmConfig, run_farm
 
