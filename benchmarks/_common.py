@@ -50,7 +50,9 @@ def vllm_serve_command(folder: Any, port: int, *, dtype: str, max_model_len: int
 
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder), "--host",
                "127.0.0.1", "--port", str(port), "--dtype", dtype, "--max-model-len", str(max_model_len),
-               "--tokenizer-mode", "hf", "--generation-config", "vllm", *extra]
+               "--tokenizer-mode", "hf", "--generation-config", "vllm",
+               # the CPU build dies on a seeded request whose prompt is split (README, vLLM on CPU)
+               "--no-enable-chunked-prefill", *extra]
     if name:
         command += ["--served-model-name", name]
     return command

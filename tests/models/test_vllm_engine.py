@@ -234,3 +234,22 @@ def test_a_prompt_over_max_model_len_is_one_line(shared_engine, demo_home):
     message = str(error.value)
     assert "\n" not in message and "conversation 2 of 2" in message and f"max_model_len {MAX_MODEL_LEN}" in message
     assert generator.chat([short], Sampling(temperature=0.0, max_new_tokens=4))[0]  # the engine still answers
+
+
+def test_seeded_sampling_over_more_prompt_tokens_than_one_scheduler_step_holds(shared_engine, demo_home):
+    """40 seeded prompts of ~400 tokens pass vLLM's 4096 tokens per step: with chunked prefill the CPU
+    build split one, rewound its seeded generator and died ("CPU Generator does not use offset"); pbt
+    starts CPU engines without it, and each request's seed still fixes its reply."""
+    from pbt_cli.models.backends import BackendOptions, GeneratorPool
+    from pbt_cli.models.backends.base import Sampling
+    from pbt_cli.models.spec import LoadOptions, ModelSpec
+
+    pool = GeneratorPool(BackendOptions(backend="vllm", max_model_len=MAX_MODEL_LEN))
+    generator = pool.get(ModelSpec.parse("smollm2-135m", load=LoadOptions(dtype="float32")))
+    filler = "The quick brown fox jumps over the lazy dog. " * 30
+    chats = [[{"role": "user", "content": f"{i}: {filler}What is {i} plus {i}?"}] for i in range(40)]
+    samplings = [Sampling(temperature=0.7, max_new_tokens=12, seed=100 + i) for i in range(40)]
+    replies = generator.chat(chats, samplings)
+    assert len(replies) == 40 and all(replies)
+    assert shared_engine.requests[0]["enable_chunked_prefill"] is False
+    assert generator.chat(chats[20:], samplings[20:]) == replies[20:]  # a smaller batch, the same replies

@@ -42,7 +42,9 @@ class VLLMServer:
                         "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(self.port),
                         "--dtype", "bfloat16", "--max-model-len", "1024", "--tokenizer-mode", "hf",
                         "--generation-config", "vllm", "--enable-lora", "--max-lora-rank", "16",
-                        "--lora-modules", f"trained={adapter}"]
+                        "--lora-modules", f"trained={adapter}",
+                        # the CPU build dies on a seeded request whose prompt is split (README, vLLM on CPU)
+                        "--no-enable-chunked-prefill"]
         self.process: subprocess.Popen | None = None
         self.start_seconds: list[float] = []
 

@@ -361,10 +361,17 @@ class VLLMEngines:
             kwargs["revision"] = resolved.base_revision
         if self.options.max_model_len:
             kwargs["max_model_len"] = self.options.max_model_len
-        if (vllm_build()[1] == "CPU" and self.options.gpu_memory_utilization is None
-                and not os.environ.get("VLLM_CPU_KVCACHE_SPACE")):
+        cpu_build = vllm_build()[1] == "CPU"
+        if cpu_build and self.options.gpu_memory_utilization is None and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             # on CPU, gpu_memory_utilization is a share of all RAM, which a shared machine rarely has free
             kwargs["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(len(self.planned))
+        if cpu_build:
+            # A prompt split over two scheduler steps (chunked prefill, once a batch's prompts pass
+            # max_num_batched_tokens) has its sampled token thrown away, and vLLM rewinds the request's
+            # seeded generator by its offset, which torch's CPU generators do not have: the engine dies
+            # ("CPU Generator does not use offset", vllm/v1/worker/gpu_model_runner.py _bookkeeping_sync).
+            # Every sampled pbt request is seeded; whole prompts per step avoid the rewind.
+            kwargs["enable_chunked_prefill"] = False
         for folder in adapters:
             check_adapter(folder)
         if adapters:
