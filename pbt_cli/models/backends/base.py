@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 from pbt_cli.errors import PbtError
@@ -27,14 +27,6 @@ MAX_TEMPERATURE = 2.0  # the OpenAI API's and vLLM's upper bound; beyond it samp
 # merges generation_config into generate(), vLLM's server fills unsent fields from it, in-process vLLM
 # ignores it); with pbt's own temperature, top_p, top_k and lengths, a request says all of its sampling
 NEUTRAL_SAMPLING: dict[str, float] = {"repetition_penalty": 1.0, "min_p": 0.0}
-
-
-def sampling_rule() -> dict[str, Any]:
-    """The rule above as run records state it (generate's manifest, every evaluation's results.json), so
-    that a reader of a record knows the request held all of its sampling, whichever backend answered it."""
-    return {"model_generation_config": "not applied (a checkpoint's generation_config.json sets nothing)",
-            "sent_with_every_request": dict(NEUTRAL_SAMPLING),
-            "sent_from_options": ["temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens", "seed"]}
 
 
 @dataclass(frozen=True)
@@ -76,6 +68,14 @@ class Sampling:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def sampling_rule() -> dict[str, Any]:
+    """NEUTRAL_SAMPLING's rule as run records state it (generate's and `filter --judge`'s manifests, every
+    evaluation's results.json): whichever backend answered, a request held all of its sampling."""
+    return {"model_generation_config": "not applied (a checkpoint's generation_config.json sets nothing)",
+            "sent_with_every_request": dict(NEUTRAL_SAMPLING),
+            "sent_from_options": [f.name for f in fields(Sampling)]}
 
 
 @dataclass
