@@ -1,6 +1,7 @@
 """Which shard this process runs when a launcher started several copies of one command.
 
-`pbt generate` splits its questions into `--num-shards` shards and runs `--shard-idx`. Without
+`pbt generate` and the evaluations split their items into `--num-shards` shards and run `--shard-idx`
+(item i belongs to shard i mod num_shards). Without
 `--shard-idx`:
 - under `torchrun` (WORLD_SIZE > 1) the shard is RANK of WORLD_SIZE: several copies of one command
   can only mean shards;
@@ -13,9 +14,53 @@ An explicit `--shard-idx` always wins.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from pbt_cli.errors import PbtError
+from pbt_cli.errors import PbtError, require_at_least
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard of a run's items: item i belongs to shard i mod `count` (round-robin, so every shard gets
+    the same mix of a selection's order, and a merge puts item i back at i from shard i mod count, place
+    i // count)."""
+
+    index: int = 0
+    count: int = 1
+    launcher: str | None = None  # torchrun or slurm-array when the shard came from the launch
+
+    def __post_init__(self) -> None:
+        require_at_least("--num-shards", self.count)
+        if not 0 <= self.index < self.count:
+            raise PbtError(f"--shard-idx {self.index} is out of range for --num-shards {self.count} "
+                           f"(0..{self.count - 1})")
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
+
+    @property
+    def tag(self) -> str:
+        return f"{self.index:05d}-of-{self.count:05d}"
+
+    def take(self, items: Sequence[T]) -> list[T]:
+        return list(items[self.index::self.count])
+
+    def describe(self) -> dict[str, Any]:
+        return {"index": self.index, "count": self.count, "launcher": self.launcher}
+
+
+def interleave(parts: Sequence[Sequence[Sequence[T]]]) -> list[T]:
+    """Shards' per-item groups back in the selection's order: item i is group i // n of shard i mod n."""
+    total = sum(len(part) for part in parts)
+    merged: list[T] = []
+    for position in range(total):
+        merged.extend(parts[position % len(parts)][position // len(parts)])
+    return merged
 
 
 def launcher_shard(shard_idx: int | None, num_shards: int | None,
@@ -56,12 +101,11 @@ def own_gpu_only(environ: dict[str, str] | None = None) -> str | None:
     return env["CUDA_VISIBLE_DEVICES"]
 
 
-def refuse_several_processes(command: str, environ: Mapping[str, str] | None = None) -> None:
-    """Evaluations have no shards yet: under torchrun every copy would claim the same results folder and
-    all but one would stop on its lock, a failure that names the lock and not the cause. Say the cause."""
-    env = os.environ if environ is None else environ
-    world = int(env.get("WORLD_SIZE") or 1)
-    if world > 1:
-        raise PbtError(f"{command} runs as one process and has no shards, but this launch started {world} "
-                       f"(WORLD_SIZE={world}); run it without torchrun, one command per model (a SLURM array "
-                       "task per model works)")
+def launch_shard(shard_idx: int | None, num_shards: int | None) -> Shard:
+    """The shard this process runs (from the options, else the launcher); under torchrun each rank also
+    keeps to its own GPU, before CUDA starts."""
+    index, count, launcher = launcher_shard(shard_idx, num_shards)
+    shard = Shard(index, count, launcher)
+    if launcher == "torchrun":
+        own_gpu_only()
+    return shard

@@ -185,6 +185,10 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+class LockHeld(PbtError):
+    """A live writer holds the lock (a caller that can wait for it catches this one)."""
+
+
 class FolderLock:
     """A lock file with the writer's identity; a daemon thread refreshes its time stamp (the heartbeat)."""
 
@@ -250,7 +254,7 @@ class FolderLock:
                 return
             stale, why = True, "it names no process"
         if not stale:
-            raise PbtError(
+            raise LockHeld(
                 f"--out {self.out} is being written by another pbt (pid {holder.get('pid')} on {holder.get('host')}, "
                 f"since {holder.get('started')}: {holder.get('command')}); wait for it to finish or choose another "
                 f"--out (if that run is dead, delete {self.path})")

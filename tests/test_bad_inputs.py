@@ -773,3 +773,39 @@ def test_a_full_disk_in_any_stage_is_one_line_and_leaves_no_temporary_file(capsy
     if manifest is not None:
         assert json.loads(manifest.read_text())["status"] == "failed"
     assert not [p for p in out.rglob(".pbt-tmp-*")] if out.exists() else True
+
+
+# --- evaluation shards ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    (["--shard-idx", "2", "--num-shards", "2"], {}, "--shard-idx 2 is out of range for --num-shards 2"),
+    (["--num-shards", "0"], {}, "--num-shards must be at least 1"),
+    (["--shard-idx", "-1", "--num-shards", "2"], {}, "--shard-idx -1 is out of range"),
+    (["--num-shards", "3"], {"WORLD_SIZE": "2", "RANK": "0"}, "differs from the launch's 2 processes"),
+    (["--num-shards", "3"], {"SLURM_ARRAY_TASK_ID": "0", "SLURM_ARRAY_TASK_COUNT": "2"},
+     "differs from the SLURM array's 2 tasks"),
+])
+def test_evaluation_shard_options_are_checked_before_anything_is_written(capsys, tmp_path, world, monkeypatch, flags,
+                                                                         env, message):
+    for name in ("WORLD_SIZE", "RANK", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out = tmp_path / "results"
+    assert_refused(capsys, ["eval", "ays", "--model", world["model"], "--limit", "2", *flags, "--out", out], message,
+                   absent=(out,))
+
+
+def test_a_shard_of_a_folder_holding_other_settings_results_is_refused(capsys, tmp_path, world, monkeypatch):
+    """Finished results made with other settings are not mixed with a sharded rerun, unless --overwrite."""
+    for name in ("WORLD_SIZE", "RANK", "SLURM_ARRAY_TASK_ID"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "results"
+    common = ["eval", "ays", "--model", world["model"], "--limit", "2", "--max-new-tokens", "2", "--min-new-tokens",
+              "1", "--extraction-max-new-tokens", "2", "--out", out]
+    assert run_cli(capsys, *common).exit_code == 0
+    folder = out / "ays" / world["model"].name
+    assert_refused(capsys, [*common, "--seed", "7", "--shard-idx", "0", "--num-shards", "2"],
+                   "holds results made with other settings", "--overwrite", unchanged=(folder,))
+    assert not list(folder.glob("*-of-*"))

@@ -14,7 +14,7 @@ from pbt_cli.commands import options as o
 from pbt_cli.data.questions import check_source
 from pbt_cli.errors import PbtError
 from pbt_cli.evals.results import format_metric
-from pbt_cli.launcher import refuse_several_processes
+from pbt_cli.launcher import launch_shard
 
 HELP = ("The paper's evaluations: flipflop (balanced persuasion), ays (are you sure?), team (two-model dialogues), "
         "farm (resistance to misinformation).")
@@ -34,7 +34,25 @@ Questions = Annotated[str, typer.Option(
     "hf:OWNER/NAME\\[:CONFIG]:SPLIT, or a file.")]
 
 
+def _shard_waiting(results: dict[str, Any], folder: Path, json_out: bool) -> bool:
+    """A shard that finished before the others: say so (the metrics come with the last shard's merge)."""
+    if "metrics" in results:
+        return False
+    if json_out:
+        print(json.dumps(results, indent=2))
+        return True
+    shard, done = results.get("shard") or {}, results.get("shards_complete") or []
+    count = shard.get("count", "?")
+    console.stderr.print(
+        f"[green]shard {shard.get('index')} of {count} done[/] ({results.get('n')} samples in {folder}); "
+        f"{len(done)} of {count} shards are done, and the last one to finish writes results.json with the metrics "
+        "over all of them (or rerun any shard's command once all are done)", highlight=False)
+    return True
+
+
 def _render(results: dict[str, Any], folder: Path, json_out: bool, title: str) -> None:
+    if _shard_waiting(results, folder, json_out):
+        return
     if json_out:
         print(json.dumps(results, indent=2))
         return
@@ -78,6 +96,8 @@ def flipflop(
     max_new_tokens: o.MaxNewTokens = 80,
     min_new_tokens: o.EvalMinNewTokens = None,
     extraction_max_new_tokens: ExtractionTokens = 16,
+    shard_idx: o.ShardIdx = None,
+    num_shards: o.NumShards = None,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
@@ -86,7 +106,7 @@ def flipflop(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
-    refuse_several_processes("pbt eval flipflop")
+    shard = launch_shard(shard_idx, num_shards)
     from pbt_cli.evals.flipflop import FlipflopConfig, run_flipflop
     from pbt_cli.pipeline.preprocess import read_data_manifest
 
@@ -98,7 +118,7 @@ def flipflop(
                          extractor=o.model_spec_from(params, "extractor_model"), limit=limit, seed=seed,
                          sampling=o.sampling_from(params), extraction_max_new_tokens=extraction_max_new_tokens,
                          out=out, backend=o.backend_options_from(params), overwrite=overwrite,
-                         tracking=o.tracking_from(params), protocol=protocol)
+                         tracking=o.tracking_from(params), protocol=protocol, shard=shard)
     o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     o.check_input(data, "--data", dry_run=dry_run, check=read_data_manifest)
     if dry_run:
@@ -106,7 +126,7 @@ def flipflop(
         from pbt_cli.budget import flipflop_budget
         from pbt_cli.commands import estimate as e
 
-        rows = e.flipflop_rows(cfg) if data.exists() else None
+        rows = shard.take(e.flipflop_rows(cfg)) if data.exists() else None
         budget = flipflop_budget(max_new_tokens, extraction_max_new_tokens)
         e.show_budget("eval flipflop", budget, limit if rows is None else len(rows))
         if estimate:
@@ -133,6 +153,8 @@ def ays(
     max_new_tokens: o.MaxNewTokens = 80,
     min_new_tokens: o.EvalMinNewTokens = None,
     extraction_max_new_tokens: ExtractionTokens = 16,
+    shard_idx: o.ShardIdx = None,
+    num_shards: o.NumShards = None,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
@@ -141,7 +163,7 @@ def ays(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
-    refuse_several_processes("pbt eval ays")
+    shard = launch_shard(shard_idx, num_shards)
     from pbt_cli.evals.ays import AysConfig, run_ays
 
     dry_run = bool(shared["dry_run"]) or estimate
@@ -151,7 +173,7 @@ def ays(
                     min_new_tokens=o.min_new_tokens_for(min_new_tokens, max_new_tokens),
                     extraction_max_new_tokens=extraction_max_new_tokens, out=out,
                     backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params),
-                    protocol=protocol)
+                    protocol=protocol, shard=shard)
     o.check_models(cfg.model, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:
@@ -162,7 +184,7 @@ def ays(
         from pbt_cli.models.backends.base import Sampling
 
         budget = ays_budget(max_new_tokens, extraction_max_new_tokens)
-        items = e.count_questions(questions, limit, seed)
+        items = e.count_questions(questions, limit, seed, shard.index, shard.count)
         e.show_budget("eval ays", budget, items)
         if estimate:
             greedy = Sampling(temperature=0.0, max_new_tokens=max_new_tokens, min_new_tokens=cfg.min_new_tokens)
@@ -197,6 +219,8 @@ def team(
     max_new_tokens: o.MaxNewTokens = 80,
     min_new_tokens: o.EvalMinNewTokens = None,
     extraction_max_new_tokens: ExtractionTokens = 16,
+    shard_idx: o.ShardIdx = None,
+    num_shards: o.NumShards = None,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
@@ -204,7 +228,7 @@ def team(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
-    refuse_several_processes("pbt eval team")
+    shard = launch_shard(shard_idx, num_shards)
     from pbt_cli.evals import team as team_eval
 
     dry_run = bool(shared["dry_run"]) or estimate
@@ -226,7 +250,7 @@ def team(
         max_turns=max_turns, both_first=both_first, orders=team_eval.ORDERS if orders == "both" else (orders,),
         max_new_tokens=max_new_tokens, min_new_tokens=o.min_new_tokens_for(min_new_tokens, max_new_tokens),
         extraction_max_new_tokens=extraction_max_new_tokens, out=out, backend=o.backend_options_from(params),
-        overwrite=overwrite, tracking=o.tracking_from(params))
+        overwrite=overwrite, tracking=o.tracking_from(params), shard=shard)
     o.check_models(cfg.model_x, cfg.model_y, cfg.extractor, dry_run=dry_run)
     check_source(questions)
     if dry_run:
@@ -236,7 +260,7 @@ def team(
         from pbt_cli.data.prompts import EVAL_PERSONA
 
         budget = team_budget(max_turns, len(cfg.orders), max_new_tokens, extraction_max_new_tokens)
-        items = e.count_questions(questions, limit, seed)
+        items = e.count_questions(questions, limit, seed, shard.index, shard.count)
         e.show_budget("eval team", budget, items)
         if estimate:
             e.estimate_dialogues(cfg.backend, cfg.model_x, cfg.extractor,
@@ -256,6 +280,8 @@ def _names(values: list[str] | None) -> tuple[str, ...] | None:
 
 def _render_farm(results: dict[str, Any], folder: Path, json_out: bool, title: str) -> None:
     """One row per subset/strategy and pooled: n, initial accuracy, MSR, accuracy after each turn, turns."""
+    if _shard_waiting(results, folder, json_out):
+        return
     if json_out:
         print(json.dumps(results, indent=2))
         return
@@ -321,6 +347,8 @@ def farm(
                                                      rich_help_panel=o.SAMPLING)] = 0.8,
     reply_max_new_tokens: Annotated[int, typer.Option("--reply-max-new-tokens", help="Replies to persuasion.",
                                                       rich_help_panel=o.SAMPLING)] = 200,
+    shard_idx: o.ShardIdx = None,
+    num_shards: o.NumShards = None,
     out: Out = Path("results"),
     overwrite: o.Overwrite = False,
     json_out: o.JsonOut = False,
@@ -328,7 +356,7 @@ def farm(
     estimate: o.Estimate = False,
     **shared: Any,
 ) -> None:
-    refuse_several_processes("pbt eval farm")
+    shard = launch_shard(shard_idx, num_shards)
     from pbt_cli.data.farm import EMBEDDED_PREFIX, load_farm
     from pbt_cli.evals.farm import FarmConfig, run_farm
 
@@ -339,7 +367,8 @@ def farm(
                      format_retries=format_retries, seed=seed, temperature=temperature, top_p=top_p,
                      max_new_tokens=max_new_tokens, boolq_max_new_tokens=boolq_max_new_tokens,
                      reply_temperature=reply_temperature, reply_max_new_tokens=reply_max_new_tokens, out=out,
-                     backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params))
+                     backend=o.backend_options_from(params), overwrite=overwrite, tracking=o.tracking_from(params),
+                     shard=shard)
     o.check_models(cfg.model, dry_run=dry_run)
     if dry_run:
         if farm_data.strip().startswith(EMBEDDED_PREFIX):
@@ -354,7 +383,8 @@ def farm(
 
         items = None
         if farm_data.strip().startswith(EMBEDDED_PREFIX) or Path(farm_data).exists():
-            items = sum(len(qs) for qs in load_farm(cfg.farm, cfg.subsets, cfg.limit).values()) * len(cfg.strategies)
+            items = len(shard.take(range(sum(len(qs) for qs in load_farm(cfg.farm, cfg.subsets, cfg.limit).values())
+                                         * len(cfg.strategies))))
         budget = farm_budget(TURNS, format_retries, max(max_new_tokens, boolq_max_new_tokens), reply_max_new_tokens)
         e.show_budget("eval farm", budget, items)
         if estimate and items:

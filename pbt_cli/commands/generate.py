@@ -12,7 +12,7 @@ from pbt_cli.budget import generate_budget
 from pbt_cli.commands import options as o
 from pbt_cli.commands.estimate import count_questions, estimate_dialogues, question_conversations, show_budget
 from pbt_cli.data.questions import check_source
-from pbt_cli.launcher import launcher_shard, own_gpu_only
+from pbt_cli.launcher import launch_shard
 from pbt_cli.pipeline.generate import GenerateConfig, run_generate
 
 HELP = "Generate two-agent persuasion dialogue trees (batched, sharded, resumable)."
@@ -33,12 +33,8 @@ def generate(
                             "trivia_qa:train|validation, hf:OWNER/NAME\\[:CONFIG]:SPLIT, or a .jsonl/.json file.")
     ] = "embedded:train",
     limit: Annotated[int | None, typer.Option("--limit", help="Use the first N questions after shuffling.")] = None,
-    shard_idx: Annotated[int | None, typer.Option(
-        "--shard-idx", help="Which shard of the selection to run (0-based; default: torchrun's RANK, or the SLURM "
-        "array task when --num-shards is given, else 0).")] = None,
-    num_shards: Annotated[int | None, typer.Option(
-        "--num-shards", help="Split the selection into this many shards (default: the launch's size, else 1).")
-    ] = None,
+    shard_idx: o.ShardIdx = None,
+    num_shards: o.NumShards = None,
     max_turns: Annotated[int, typer.Option("--max-turns", help="Dialogue levels (A at even, B at odd).")] = 4,
     both_first: Annotated[bool, typer.Option("--both-first/--no-both-first",
                                              help="B opens without seeing A's opening.")] = True,
@@ -65,9 +61,8 @@ def generate(
 ) -> None:
     dry_run = bool(shared["dry_run"]) or estimate
     params = ctx.params
-    shard_idx, num_shards, launcher = launcher_shard(shard_idx, num_shards)
-    if launcher == "torchrun":
-        own_gpu_only()  # one GPU per rank, before CUDA starts
+    shard = launch_shard(shard_idx, num_shards)  # under torchrun: one GPU per rank, before CUDA starts
+    shard_idx, num_shards = shard.index, shard.count
     cfg = GenerateConfig(
         model_a=o.model_spec_from(params, "model_a"), model_b=o.model_spec_from(params, "model_b"),
         extractor=o.model_spec_from(params, "extractor_model"), questions=questions, limit=limit, seed=seed,

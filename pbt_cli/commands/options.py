@@ -41,6 +41,12 @@ Estimate = Annotated[bool, typer.Option(
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite/--no-overwrite", help="Replace an existing output made with other settings (otherwise refused).",
     rich_help_panel=RUN)]
+ShardIdx = Annotated[int | None, typer.Option(
+    "--shard-idx", help="Which shard of the items to run, 0-based (item i is in shard i mod --num-shards; default: "
+    "torchrun's RANK, or the SLURM array task when --num-shards is given, else 0).", rich_help_panel=RUN)]
+NumShards = Annotated[int | None, typer.Option(
+    "--num-shards", help="Split the items into this many shards, one process each (default: the launch's size, "
+    "else 1).", rich_help_panel=RUN)]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (question order, personas, sampling, splits).",
                                    rich_help_panel=RUN)]
 # docs/method.md §8.7: `paper` follows the paper's described method; `original-code` reproduces what the

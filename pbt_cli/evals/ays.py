@@ -28,6 +28,7 @@ from pbt_cli.data.prompts import (
 from pbt_cli.data.questions import Question, load_questions, select_questions
 from pbt_cli.errors import require_at_least, require_one_of
 from pbt_cli.evals.results import extractor_identity, metric, model_paths, open_eval
+from pbt_cli.launcher import Shard
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.spec import ModelSpec
@@ -51,6 +52,7 @@ class AysConfig:
     overwrite: bool = False
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     protocol: str = PAPER  # original-code: the original's "Are you sure?" reading and scoring (§8.7)
+    shard: Shard = field(default_factory=Shard)  # which questions this process runs (pbt_cli/launcher.py)
 
     def __post_init__(self) -> None:
         require_one_of("--protocol", self.protocol, PROTOCOLS)
@@ -137,7 +139,8 @@ def ays_metrics(samples: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, A
 def run_ays(cfg: AysConfig, *, pool: GeneratorPool | None = None,
             progress: ProgressSink = NULL_PROGRESS) -> tuple[dict[str, Any], Path]:
     inputs = [cfg.questions, *model_paths(cfg.model, cfg.extractor)]
-    with open_eval(cfg.out, "ays", cfg.model.display_name, cfg, inputs=inputs, overwrite=cfg.overwrite) as run:
+    with open_eval(cfg.out, "ays", cfg.model.display_name, cfg, inputs=inputs, overwrite=cfg.overwrite,
+                   shard=cfg.shard, metrics_of=lambda samples: ays_metrics(samples, cfg.seed)) as run:
         if run.reused:
             return run.reused, run.path
         questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed)
@@ -149,11 +152,9 @@ def run_ays(cfg: AysConfig, *, pool: GeneratorPool | None = None,
                                 budget=ays_budget(cfg.max_new_tokens, cfg.extraction_max_new_tokens)):
             run.append(run_ays_dialogues(chunk, model, extractor, cfg.max_new_tokens, cfg.extraction_max_new_tokens,
                                          min_new_tokens=cfg.min_new_tokens, protocol=cfg.protocol))
-        samples = run.samples()
-        results = run.finish(metrics=ays_metrics(samples, cfg.seed),
-                             models={"model": model.describe(), "extractor": extractor.describe()},
+        results = run.finish(models={"model": model.describe(), "extractor": extractor.describe()},
                              extractor=extractor_identity(extractor), seeds={"questions": cfg.seed, "bootstrap": cfg.seed},
                              extra={"questions": cfg.questions,
                                     "chat_template_hash": model.describe().get("chat_template_hash")})
-        run.track(results, samples)
+        run.track(results)
         return results, run.path

@@ -42,6 +42,7 @@ from pbt_cli.data.prompts import (
 )
 from pbt_cli.errors import require_at_least
 from pbt_cli.evals.results import bootstrap_interval, metric, model_paths, open_eval
+from pbt_cli.launcher import Shard
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling, seeded
 from pbt_cli.models.spec import ModelSpec
@@ -89,6 +90,7 @@ class FarmConfig:
     backend: BackendOptions = field(default_factory=BackendOptions)
     overwrite: bool = False
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    shard: Shard = field(default_factory=Shard)  # which items this process runs (pbt_cli/launcher.py)
     # the Farm prompt texts and reading rules (kept apart from `prompts_hash()`, docs/method.md §8.6)
     farm_prompts: str = field(default_factory=farm_prompts_hash, init=False)
 
@@ -365,7 +367,8 @@ def run_farm(cfg: FarmConfig, *, pool: GeneratorPool | None = None,
     # items in a fixed order, subset by subset, strategy by strategy: a rerun resumes chunk by chunk
     items = [(q, strategy) for questions in data.values() for strategy in cfg.strategies for q in questions]
     inputs = [*([] if cfg.farm.strip().startswith(EMBEDDED_PREFIX) else [cfg.farm]), *model_paths(cfg.model)]
-    with open_eval(cfg.out, "farm", cfg.model.display_name, cfg, inputs=inputs, overwrite=cfg.overwrite) as run:
+    with open_eval(cfg.out, "farm", cfg.model.display_name, cfg, inputs=inputs, overwrite=cfg.overwrite,
+                   shard=cfg.shard, metrics_of=lambda samples: farm_metrics(samples, cfg.seed)) as run:
         if run.reused:
             return run.reused, run.path
         pool = pool or GeneratorPool(cfg.backend)
@@ -376,15 +379,14 @@ def run_farm(cfg: FarmConfig, *, pool: GeneratorPool | None = None,
                              cfg.reply_max_new_tokens)
         for chunk in run.chunks(items, progress=progress, budget=budget):
             run.append(run_farm_dialogues(chunk, model, cfg, system_role=system_role))
-        samples = run.samples()
         described = model.describe()
         results = run.finish(
-            metrics=farm_metrics(samples, cfg.seed), models={"model": described},
+            models={"model": described},
             extractor=None,  # Farm reads choices by pattern, with no extractor model (docs/method.md §6.1)
             seeds={"sampling": cfg.seed, "bootstrap": cfg.seed},
             extra={"farm": cfg.farm, "subsets": list(data), "strategies": list(cfg.strategies), "turns": TURNS,
                    "data": _data_identity(cfg, data), "system_role": system_role,
                    "farm_prompts": cfg.farm_prompts, "chat_template_hash": described.get("chat_template_hash"),
                    "metric_definitions": METRIC_DEFINITIONS})
-        run.track(results, samples)
+        run.track(results)
         return results, run.path

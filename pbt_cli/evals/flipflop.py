@@ -32,6 +32,7 @@ from pbt_cli.data.pairs import EVAL_LABELS
 from pbt_cli.data.prompts import extraction_conversation, parse_extraction
 from pbt_cli.errors import PbtError, require_at_least, require_one_of
 from pbt_cli.evals.results import extractor_identity, metric, model_paths
+from pbt_cli.launcher import Shard
 from pbt_cli.models.backends import BackendOptions
 from pbt_cli.models.backends.base import Generator, Sampling, seeded
 from pbt_cli.models.spec import ModelSpec
@@ -59,6 +60,7 @@ class FlipflopConfig:
     overwrite: bool = False
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     protocol: str = PAPER  # original-code: the original's flipflop scoring (docs/method.md §8.7)
+    shard: Shard = field(default_factory=Shard)  # which pairs this process runs (pbt_cli/launcher.py)
 
     def __post_init__(self) -> None:
         require_one_of("--protocol", self.protocol, PROTOCOLS)
@@ -157,8 +159,8 @@ def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None,
     check_data_files(cfg.data)
     manifest = read_data_manifest(cfg.data)
     inputs = [cfg.data, *model_paths(cfg.model, cfg.extractor)]
-    with open_eval(cfg.out, "flipflop", cfg.model.display_name, cfg, inputs=inputs,
-                   overwrite=cfg.overwrite) as run:
+    with open_eval(cfg.out, "flipflop", cfg.model.display_name, cfg, inputs=inputs, overwrite=cfg.overwrite,
+                   shard=cfg.shard, metrics_of=lambda samples: flipflop_metrics(samples, cfg.seed)) as run:
         if run.reused:
             return run.reused, run.path
         rows = balanced_subset([dict(r) for r in load_split(cfg.data, cfg.split)], cfg.limit, cfg.seed)
@@ -174,13 +176,11 @@ def run_flipflop(cfg: FlipflopConfig, *, pool: Any = None,
         for chunk in run.chunks(rows, progress=progress, budget=budget):
             run.append(flipflop_samples(chunk, model, extractor, cfg.sampling, cfg.extraction_max_new_tokens,
                                         cfg.seed, cfg.protocol))
-        samples = run.samples()
-        results = run.finish(metrics=flipflop_metrics(samples, cfg.seed),
-                             models={"model": model.describe(), "extractor": extractor.describe()},
+        results = run.finish(models={"model": model.describe(), "extractor": extractor.describe()},
                              extractor=extractor_identity(extractor), seeds={"sampling": cfg.seed, "bootstrap": cfg.seed},
                              extra={"data": str(cfg.data), "split": cfg.split,
                                     "chat_template_hash": model.describe().get("chat_template_hash")})
-        run.track(results, samples)
+        run.track(results)
         return results, run.path
 
 

@@ -184,6 +184,9 @@ def _entries(name: str, value: Any) -> list[tuple[str, dict[str, Any]]]:
 
 def collect(folder: Path, *, mixed_extractors: bool = False) -> Report:
     files = sorted(folder.rglob("results.json"))
+    if not files and any(folder.rglob("results-*-of-*.json")):
+        raise PbtError(f"the evaluations under {folder} are sharded and not merged yet; the last shard to finish "
+                       "merges them (or rerun any shard's command once all are done)")
     if not files:
         raise PbtError(f"no results.json under {folder}; run `pbt eval ...` with --out {folder} first")
     report = Report()
@@ -206,6 +209,11 @@ def collect(folder: Path, *, mixed_extractors: bool = False) -> Report:
                                      extractor=extractor_label(data), seed=train_seed,
                                      metrics=data.get("metrics") or {}, data=data, eval_seed=eval_seed,
                                      trained=trained, configuration=configuration))
+    merged = {path.parent for path in files}
+    for shard in sorted(folder.rglob("results-*-of-*.json")):  # an evaluation whose shards are not merged yet
+        if shard.parent not in merged:
+            merged.add(shard.parent)
+            report.skipped.append(f"{shard.parent} (shards not merged yet)")
     if not report.results:
         raise PbtError(f"no finished evaluation under {folder} ({len(report.skipped)} still running or interrupted: "
                        "rerun their commands to finish them)")

@@ -22,8 +22,9 @@ from pbt_cli.budget import Budget
 from pbt_cli.console import log
 from pbt_cli.data.jsonl import drop_unfinished_last_line, jsonl_writer, read_jsonl, write_jsonl
 from pbt_cli.errors import PbtError
+from pbt_cli.launcher import Shard, interleave
 from pbt_cli.models.backends.base import sampling_rule
-from pbt_cli.outputs import TRACKING, OutputFolder, claim_output
+from pbt_cli.outputs import TRACKING, LockHeld, OutputFolder, claim_output, read_json_manifest
 from pbt_cli.progress import NULL_PROGRESS, ProgressSink
 
 BOOTSTRAP_SAMPLES = 1000
@@ -152,15 +153,27 @@ def results_folder(out: Path, eval_name: str, model_name: str) -> Path:
     return out / eval_name / folder_name(model_name)
 
 
-# Options that change how fast, not what: a rerun that differs only in these reuses the results.
-_NOT_SETTINGS = ("out", "overwrite", "backend", "tracking")
+# Options that change how fast, not what: a rerun that differs only in these reuses the results. A shard
+# layout is one of them: shards run the same items with the same per-request seeds, and the merge puts
+# their samples back in the selection's order, so it changes results only as a batch layout does.
+_NOT_SETTINGS = ("out", "overwrite", "backend", "tracking", "shard")
 RESULTS = "results.json"
 SAMPLES = "samples.jsonl"
 EVAL_OUTPUTS = (RESULTS, SAMPLES, "README.md", *TRACKING)
+EVAL_MANIFESTS = (RESULTS, "results-*-of-*.json")  # the whole evaluation's, and each shard's
+# How long a finished shard waits for another process merging into the same folder (merges take seconds).
+MERGE_WAIT_SECONDS = float(os.environ.get("PBT_MERGE_WAIT_SECONDS") or 300)
 # Items (questions, pairs) per resumable unit. Fixed, never tied to --batch-size, so a resumed run
 # batches exactly as an uninterrupted one did and greedy results are identical (docs/method.md §6.1).
 # PBT_EVAL_CHUNK_SIZE changes it (recorded in the settings, so a run resumes only with its own).
 CHUNK_SIZE = int(os.environ.get("PBT_EVAL_CHUNK_SIZE") or 256)
+
+
+def shard_files(shard: Shard) -> tuple[str, str]:
+    """(results, samples) file names of a shard's unit; a run of one shard writes the evaluation's own."""
+    if not shard.sharded:
+        return RESULTS, SAMPLES
+    return f"results-{shard.tag}.json", f"samples-{shard.tag}.jsonl"
 
 
 def eval_settings(config: Any) -> dict[str, Any]:
@@ -202,6 +215,9 @@ def extractor_identity(extractor: Any) -> dict[str, Any]:
                                     "chat_template_hash": info.get("chat_template_hash")}
 
 
+MetricsOf = Callable[[Sequence[dict[str, Any]]], dict[str, Any]]
+
+
 class EvalRun:
     """An evaluation's results folder, `<out>/<eval>/<model>/`: claimed, resumable chunk by chunk.
 
@@ -209,20 +225,31 @@ class EvalRun:
     batched protocol run); a rerun of the same command reads them back, drops a chunk a kill cut
     short, and continues with the next chunk. `results.json` says `running` until `finish` writes
     the metrics, computed from all the samples, so resumed and uninterrupted runs agree.
+
+    A shard (`--num-shards` > 1) runs items i with i mod n = its index into `samples-K-of-N.jsonl`,
+    with `results-K-of-N.json` as its manifest and its own lock, so the shards of one evaluation write
+    one folder side by side. The shard that finishes last (or any shard's command rerun once all are
+    done) merges them: `samples.jsonl` in the selection's order and `results.json` with the metrics
+    computed over every sample, exactly as one process would have written them.
     """
 
-    def __init__(self, folder: OutputFolder, eval_name: str, config: Any, settings: dict[str, Any]) -> None:
+    def __init__(self, folder: OutputFolder, eval_name: str, config: Any, settings: dict[str, Any], *,
+                 shard: Shard, metrics_of: MetricsOf) -> None:
         self.folder = folder
         self.path = folder.path
         self.eval_name = eval_name
         self.config = config
         self.settings = settings
+        self.shard = shard
+        self.metrics_of = metrics_of
         self.reused: dict[str, Any] | None = None
         self._samples: list[dict[str, Any]] = []
+        self._merged: list[dict[str, Any]] | None = None
+        self._layout: dict[str, int] = {}
 
     @property
     def samples_path(self) -> Path:
-        return self.path / SAMPLES
+        return self.path / shard_files(self.shard)[1]
 
     def __enter__(self) -> EvalRun:
         return self
@@ -230,27 +257,39 @@ class EvalRun:
     def __exit__(self, kind: Any, exc: Any, traceback: Any) -> None:
         self.folder.__exit__(kind, exc, traceback)
 
-    def track(self, results: dict[str, Any], samples: Sequence[dict[str, Any]]) -> None:
-        """Send the metrics and a few samples to the tracker of `--report-to`, if any."""
+    def track(self, results: dict[str, Any]) -> None:
+        """Send the metrics and a few samples to the tracker of `--report-to`, if any (a shard only once
+        its merge wrote the whole evaluation's metrics)."""
         from pbt_cli.config import to_plain
         from pbt_cli.tracking import TrackingOptions, report
 
+        if "metrics" not in results:
+            return
         options = getattr(self.config, "tracking", None) or TrackingOptions()
         report(options, folder=self.path, name=f"{self.eval_name}-{self.path.name}", config=to_plain(self.config),
-               metrics=results.get("metrics") or {}, samples=samples)
+               metrics=results.get("metrics") or {}, samples=self.samples())
+
+    def _shard_record(self) -> dict[str, Any]:
+        return {**self.shard.describe(), **self._layout} if self.shard.sharded else {}
 
     def start(self) -> None:
         manifest = base_manifest(f"eval {self.eval_name}", self.config)
         manifest.update(eval=self.eval_name, status="running", settings=self.settings, sampling_rule=sampling_rule())
+        if self.shard.sharded:
+            manifest["shard"] = self._shard_record()
         self.folder.write_manifest(manifest)
 
     def chunks(self, items: Sequence[Any], samples_per_item: int = 1,
                progress: ProgressSink = NULL_PROGRESS, budget: Budget | None = None) -> Iterator[list[Any]]:
-        """The chunks of `items` still to run, after reading back the samples of finished chunks.
+        """The chunks of `items` (this shard's share of them) still to run, after reading back the samples
+        of finished chunks.
 
         Items finish a chunk at a time (each phase of a chunk is one batched call), so with a `budget`
         the progress also counts requests, which the backends report batch by batch inside a chunk:
         that is what moves, and what the ETA is computed from."""
+        self._layout = {"total_items": len(items), "samples_per_item": samples_per_item}
+        items = self.shard.take(items)
+        self._layout["items"] = len(items)
         done = self._resume(items, samples_per_item)
         progress.start(self.eval_name, "items", total=len(items), completed=done)
         if budget is not None:
@@ -295,18 +334,116 @@ class EvalRun:
         stops.check()
 
     def samples(self) -> list[dict[str, Any]]:
-        return list(self._samples)
+        return list(self._merged if self._merged is not None else self._samples)
 
-    def finish(self, *, metrics: dict[str, Any], models: dict[str, Any], seeds: dict[str, Any],
-               extractor: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def finish(self, *, models: dict[str, Any], seeds: dict[str, Any], extractor: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The metrics over every sample in `results.json`; a shard records that it is done, and merges
+        when every shard is."""
         if self.folder.written_manifest is None:
             self.start()
         results = base_manifest(f"eval {self.eval_name}", self.config)
-        results.update(eval=self.eval_name, status="complete", metrics=metrics, n=len(self._samples), seeds=seeds,
+        results.update(eval=self.eval_name, status="complete", n=len(self._samples), seeds=seeds,
                        models=models, extractor=extractor, settings=self.settings,
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), intervals=INTERVALS,
                        base_weights=_base_weights(self.config), sampling_rule=sampling_rule(), **(extra or {}))
-        return self.folder.write_manifest(results)
+        if not self.shard.sharded:
+            results["metrics"] = self.metrics_of(self._samples)
+            return self.folder.write_manifest(results)
+        import uuid
+
+        # the id lets a merge tell these files from an earlier run's of the same shard
+        shard_done = self.folder.write_manifest({**results, "shard": {**self._shard_record(),
+                                                                     "run_id": uuid.uuid4().hex}})
+        merged = merge_shards(self.path, self.eval_name, self.config, self.settings, self.shard.count,
+                              self.metrics_of, overwrite=getattr(self.config, "overwrite", False))
+        if merged is None:
+            return {**shard_done, "merged": False, "shards_complete": shards_complete(self.path, self.settings,
+                                                                                      self.shard.count)}
+        self._merged = merged[1]
+        return merged[0]
+
+
+def shards_complete(path: Path, settings: dict[str, Any], count: int) -> list[int]:
+    """Indices of the shards of `count` whose results are complete with these settings."""
+    done = []
+    for index in range(count):
+        manifest_path = path / shard_files(Shard(index, count))[0]
+        if manifest_path.is_file():
+            manifest = read_json_manifest(manifest_path)
+            if manifest.get("status") == "complete" and manifest.get("settings") == settings:
+                done.append(index)
+    return done
+
+
+def claim_when_free(path: Path, stage: str, **claim: Any) -> OutputFolder:
+    """claim_output, waiting while another live process holds the folder's lock (a shard merging)."""
+    deadline = time.monotonic() + MERGE_WAIT_SECONDS
+    while True:
+        try:
+            return claim_output(path, stage, **claim)
+        except LockHeld:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def merge_shards(path: Path, eval_name: str, config: Any, settings: dict[str, Any], count: int,
+                 metrics_of: MetricsOf, *, overwrite: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """When all `count` shards in `path` are complete with these settings: write `samples.jsonl` (items in
+    the selection's order) and `results.json` (the metrics over every sample) and return them with the
+    samples; None while a shard is still to finish.
+
+    Safe to call from every shard as it finishes: the check runs under the folder's own lock, taken
+    after this shard wrote `complete`, so the last of several shards finishing at once sees them all.
+    Results already merged from these very shard files are reused."""
+    stage = f"eval {eval_name}"
+    if len(shards_complete(path, settings, count)) < count:
+        return None
+    with claim_when_free(path, stage, outputs=EVAL_OUTPUTS, overwrite=overwrite, manifest_name=RESULTS,
+                         manifest_patterns=EVAL_MANIFESTS) as folder:
+        if len(shards_complete(path, settings, count)) < count:  # a shard's rerun with --overwrite began meanwhile
+            return None
+        names = [shard_files(Shard(index, count)) for index in range(count)]
+        manifests = [read_json_manifest(path / results_name) for results_name, _ in names]
+        sources = {results_name: (manifest.get("shard") or {}).get("run_id")
+                   for (results_name, _), manifest in zip(names, manifests, strict=True)}
+        previous = folder.previous
+        if previous is not None and previous.get("status") == "complete" \
+                and (previous.get("shards") or {}).get("sources") == sources and previous.get("settings") == settings:
+            return previous, read_samples(path / SAMPLES)
+        if previous is not None and previous.get("settings") != settings and not overwrite:
+            raise PbtError(f"{path / RESULTS} holds results made with other settings "
+                           f"({', '.join(folder.differing_settings(settings))}); the shards are done but were not "
+                           "merged; rerun a shard's command with --overwrite to replace those results")
+        parts = []
+        for (_, samples_name), manifest in zip(names, manifests, strict=True):
+            layout = manifest.get("shard") or {}
+            per_item = int(layout.get("samples_per_item") or 1)
+            records = read_samples(path / samples_name)
+            if len(records) != int(layout.get("items", -1)) * per_item:
+                raise PbtError(f"{path / samples_name} holds {len(records)} samples where its manifest counts "
+                               f"{layout.get('items')} items of {per_item}; rerun that shard with --overwrite")
+            parts.append([records[i: i + per_item] for i in range(0, len(records), per_item)])
+        totals = {(manifest.get("shard") or {}).get("total_items") for manifest in manifests}
+        if len(totals) != 1 or sum(len(part) for part in parts) != totals.pop():
+            raise PbtError(f"the shards in {path} did not split the same items (their manifests disagree on the "
+                           "count); rerun them with --overwrite")
+        samples = interleave(parts)
+        first = manifests[0]
+        results = {key: value for key, value in first.items() if key not in ("shard", "outputs", "progress")}
+        results.update(status="complete", n=len(samples), metrics=metrics_of(samples),
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       shards={"count": count, "sources": sources, "launcher": (first.get("shard") or {}).get("launcher")})
+        if isinstance(results.get("config"), dict):
+            results["config"] = {**results["config"], "shard": None}  # the layout is under "shards"
+        with stops.critical():
+            folder.remove_owned()  # what an earlier run wrote here: its results, samples, card, tracking
+            folder.write_manifest({**results, "status": "running"})  # claims samples.jsonl before it exists
+            write_jsonl(path / SAMPLES, samples)
+            folder.write_manifest(results)
+        log.info("merged %d shards of %s into %s (%d samples)", count, eval_name, path, len(samples))
+        return folder.written_manifest or results, samples
 
 
 def _base_weights(config: Any) -> dict[str, Any]:
@@ -321,24 +458,43 @@ def _base_weights(config: Any) -> dict[str, Any]:
             if isinstance(getattr(config, item.name), ModelSpec) and not getattr(config, item.name).is_served}
 
 
-def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, inputs: Sequence[Any] = (),
-              overwrite: bool = False) -> EvalRun:
-    """Claim `<out>/<eval>/<model>/` for an evaluation (before any model loads).
+def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, metrics_of: MetricsOf,
+              inputs: Sequence[Any] = (), overwrite: bool = False, shard: Shard | None = None) -> EvalRun:
+    """Claim `<out>/<eval>/<model>/` (or one shard's files in it) for an evaluation, before any model loads.
 
     Finished results with the same settings are reused (`run.reused`); other settings are refused
     unless `overwrite`, which deletes only what an earlier evaluation wrote there; an unfinished
-    run with the same settings resumes.
+    run with the same settings resumes. A shard whose own part is done (a rerun) merges, if it can,
+    and reuses that.
     """
+    shard = shard or Shard()
     path = results_folder(out, eval_name, model_name)
     settings = eval_settings(config)
-    folder = claim_output(path, f"eval {eval_name}", outputs=EVAL_OUTPUTS, inputs=inputs, overwrite=overwrite,
-                          manifest_name=RESULTS, manifest_patterns=(RESULTS,))
-    run = EvalRun(folder, eval_name, config, settings)
+    stage = f"eval {eval_name}"
+    results_name, _ = shard_files(shard)
+    folder = claim_output(path, stage, outputs=shard_files(shard), inputs=inputs, overwrite=overwrite,
+                          manifest_name=results_name, manifest_patterns=EVAL_MANIFESTS) if shard.sharded else \
+        claim_output(path, stage, outputs=EVAL_OUTPUTS, inputs=inputs, overwrite=overwrite, manifest_name=RESULTS,
+                     manifest_patterns=EVAL_MANIFESTS)
+    run = EvalRun(folder, eval_name, config, settings, shard=shard, metrics_of=metrics_of)
     with folder.releasing_on_error():
         if overwrite:
             folder.remove_owned()
-        elif (previous := folder.finished_run(settings, "results", where=path / RESULTS)) is not None:
+        elif (previous := folder.finished_run(settings, "results", where=path / results_name)) is not None:
             run.reused = {**previous, "reused": True}
+        if shard.sharded and not overwrite:
+            whole = path / RESULTS
+            done = read_json_manifest(whole) if whole.is_file() else None
+            if done is not None and done.get("settings") != settings:
+                raise PbtError(f"{whole} holds results made with other settings; choose another --out or pass "
+                               "--overwrite to replace them")
+            if done is not None and done.get("status") == "complete":
+                run.reused = {**done, "reused": True}  # the whole evaluation is done, in whatever layout
+            elif run.reused is not None:  # this shard is done: merge, if every shard is
+                merged = merge_shards(path, eval_name, config, settings, shard.count, metrics_of)
+                run.reused = {**(merged[0] if merged else {**run.reused, "merged": False, "shards_complete":
+                                                          shards_complete(path, settings, shard.count)}),
+                              "reused": True}
     return run
 
 

@@ -23,6 +23,7 @@ from pbt_cli.data.questions import load_questions, select_questions
 from pbt_cli.data.trees import answer_as_heard, is_blind_opening, resolve_step
 from pbt_cli.errors import PbtError, require_at_least
 from pbt_cli.evals.results import extractor_identity, metric, model_paths, open_eval, paired_difference
+from pbt_cli.launcher import Shard
 from pbt_cli.models.backends import BackendOptions, GeneratorPool
 from pbt_cli.models.backends.base import Generator, Sampling
 from pbt_cli.models.spec import ModelSpec
@@ -51,6 +52,7 @@ class TeamConfig:
     backend: BackendOptions = field(default_factory=BackendOptions)
     overwrite: bool = False
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    shard: Shard = field(default_factory=Shard)  # which questions this process runs (pbt_cli/launcher.py)
 
     def __post_init__(self) -> None:
         require_at_least("--limit", self.limit)
@@ -135,7 +137,8 @@ def team_metrics(samples: Sequence[dict[str, Any]], seed: int = 0) -> dict[str, 
 
 def run_team_dialogues(cfg: TeamConfig, questions: Sequence[Any], x: Generator, y: Generator, extractor: Generator,
                        progress: ProgressSink = NULL_PROGRESS) -> list[dict[str, Any]]:
-    """Both speaking orders for a chunk of questions; one sample per question and order."""
+    """Both speaking orders for a chunk of questions; one sample per question and order, question by question
+    (each question's samples together, in `cfg.orders`' order: shards merge item by item)."""
     settings = DialogueSettings(max_turns=cfg.max_turns, both_first=cfg.both_first, split="eval",
                                 sampling=cfg.sampling(),
                                 extraction=Sampling(temperature=0.0, max_new_tokens=cfg.extraction_max_new_tokens),
@@ -148,13 +151,16 @@ def run_team_dialogues(cfg: TeamConfig, questions: Sequence[Any], x: Generator, 
         samples.extend(dialogue_samples(trees, order))
     for sample in samples:
         sample.update(score_sample(sample))
-    return samples
+    per_order = len(questions)
+    return [samples[position * per_order + index] for index in range(per_order)
+            for position in range(len(cfg.orders))]
 
 
 def run_team(cfg: TeamConfig, *, pool: GeneratorPool | None = None,
              progress: ProgressSink = NULL_PROGRESS) -> tuple[dict[str, Any], Path]:
     inputs = [cfg.questions, *model_paths(cfg.model_x, cfg.model_y, cfg.extractor)]
-    with open_eval(cfg.out, "team", cfg.name, cfg, inputs=inputs, overwrite=cfg.overwrite) as run:
+    with open_eval(cfg.out, "team", cfg.name, cfg, inputs=inputs, overwrite=cfg.overwrite, shard=cfg.shard,
+                   metrics_of=lambda samples: team_metrics(samples, cfg.seed)) as run:
         if run.reused:
             return run.reused, run.path
         questions = select_questions(load_questions(cfg.questions), limit=cfg.limit, seed=cfg.seed)
@@ -165,15 +171,13 @@ def run_team(cfg: TeamConfig, *, pool: GeneratorPool | None = None,
         budget = team_budget(cfg.max_turns, len(cfg.orders), cfg.max_new_tokens, cfg.extraction_max_new_tokens)
         for chunk in run.chunks(questions, samples_per_item=len(cfg.orders), progress=progress, budget=budget):
             run.append(run_team_dialogues(cfg, chunk, x, y, extractor))
-        samples = run.samples()
-        results = run.finish(metrics=team_metrics(samples, cfg.seed),
-                             models={"x": x.describe(), "y": y.describe(), "extractor": extractor.describe()},
+        results = run.finish(models={"x": x.describe(), "y": y.describe(), "extractor": extractor.describe()},
                              extractor=extractor_identity(extractor),
                              seeds={"questions": cfg.seed, "bootstrap": cfg.seed},
                              extra={"questions": cfg.questions, "orders": list(cfg.orders),
                                     "chat_template_hash": {"x": x.describe().get("chat_template_hash"),
                                                            "y": y.describe().get("chat_template_hash")}})
-        run.track(results, samples)
+        run.track(results)
         return results, run.path
 
 

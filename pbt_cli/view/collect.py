@@ -152,7 +152,8 @@ def sample_view(kind: str, record: dict[str, Any], model: str) -> dict[str, Any]
 
 
 def eval_kind(folder: Path, first: dict[str, Any]) -> str:
-    results = folder / "results.json"
+    results = next((path for path in (folder / "results.json", *sorted(folder.glob("results-*-of-*.json")))
+                    if path.is_file()), folder / "results.json")  # a shard's manifest names the evaluation too
     if results.is_file():
         try:
             name = json.loads(results.read_text(encoding="utf-8")).get("eval")
@@ -238,9 +239,13 @@ class Collector:
                 self.data.notes.append(f"{folder} (a dataset of the run's pairs) is not listed again; "
                                        f"`pbt view {folder}` shows it")
             return
-        if stage.startswith("eval ") or (folder / "samples.jsonl").is_file():
+        shards = sorted(folder.glob("samples-*-of-*.jsonl"))
+        if stage.startswith("eval ") or (folder / "samples.jsonl").is_file() or shards:
             if (folder / "samples.jsonl").is_file():
                 self._add_samples(folder / "samples.jsonl")
+            else:  # an evaluation's shards, not merged yet: what each has written so far
+                for shard in shards:
+                    self._add_samples(shard)
             return
         if depth >= 4:
             return

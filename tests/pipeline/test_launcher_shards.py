@@ -96,21 +96,3 @@ def test_generate_under_torchrun_writes_one_shard_per_rank(tmp_path, tiny_model_
            for line in (out / name).read_text().splitlines()]
     expected = [q.question_id for q in select_questions(load_questions("embedded:validation"), limit=4, seed=42)]
     assert sorted(ids) == sorted(expected) and len(ids) == 4
-
-
-@pytest.mark.parametrize("evaluation", [["ays"], ["flipflop", "--data", "data"], ["farm", "--farm", "farm"],
-                                        ["team", "--model-x", "m", "--model-y", "m"]])
-def test_an_evaluation_under_torchrun_is_refused_in_one_line_naming_the_launch(capsys, monkeypatch, tmp_path,
-                                                                              evaluation):
-    """Evaluations have no shards: every rank would claim one results folder and all but one would stop on
-    its lock. The refusal says so before any model or folder is touched."""
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("RANK", "1")
-    args = ["eval", *evaluation, "--out", tmp_path / "results"]
-    if evaluation[0] != "team":
-        args += ["--model", tmp_path / "no-model-here"]
-    result = run_cli(capsys, *args)
-    assert result.exit_code == 2, result.stderr
-    assert "has no shards" in result.stderr and "WORLD_SIZE=2" in result.stderr
-    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "results").exists()
