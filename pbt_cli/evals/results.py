@@ -382,9 +382,10 @@ def claim_when_free(path: Path, stage: str, **claim: Any) -> OutputFolder:
     while True:
         try:
             return claim_output(path, stage, **claim)
-        except LockHeld:
+        except LockHeld as held:
             if time.monotonic() > deadline:
-                raise
+                raise PbtError(f"every shard is done but not merged: {held}; once it ends, rerun any shard's "
+                               "command to merge") from None
             time.sleep(0.5)
 
 

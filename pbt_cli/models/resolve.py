@@ -372,7 +372,11 @@ def convert_gguf_to_folder(gguf: Path, folder: Path) -> None:
     except Exception:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if folder.exists():  # another process finished first
+    try:
+        if folder.exists():  # another process finished first
+            raise FileExistsError(folder)
+        os.replace(staging, folder)
+    except OSError:  # another process (a rank of the same launch) renamed its copy in between
         shutil.rmtree(staging, ignore_errors=True)
-        return
-    os.replace(staging, folder)
+        if not (folder / "config.json").is_file():
+            raise

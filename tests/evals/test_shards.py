@@ -214,3 +214,27 @@ def test_two_processes_under_torchrun_write_one_merged_result(tmp_path, tiny_mod
     merged, alone = (json.loads((folder / "results.json").read_text()) for folder in (sharded, one))
     assert merged["metrics"] == alone["metrics"] and merged["shards"]["launcher"] == "torchrun"
     assert "shard 0 of 2 done" in done.stderr or "shard 1 of 2 done" in done.stderr  # the first to finish
+
+
+def test_a_merge_waits_for_a_live_writer_then_says_how_to_finish(tmp_path, monkeypatch):
+    """Another live pbt holding the evaluation's folder (an unsharded run, by mistake): the last shard waits
+    for it, then stops with one line saying its part is kept and how to merge; the rerun merges."""
+    import socket
+
+    import pbt_cli.evals.results as results_module
+    from pbt_cli.errors import PbtError
+
+    monkeypatch.setattr(results_module, "MERGE_WAIT_SECONDS", 1.0)
+    _, folder, *_ = test_ays.run(tmp_path, shard=Shard(0, 2))
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / ".pbt-lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(),
+                                                      "started": "now", "command": "pbt eval ays ..."}))
+        with pytest.raises(PbtError, match="every shard is done but not merged.*rerun any shard's command"):
+            test_ays.run(tmp_path, shard=Shard(1, 2))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert json.loads((folder / "results-00001-of-00002.json").read_text())["status"] == "complete"
+    merged, *_ = test_ays.run(tmp_path, shard=Shard(1, 2))  # the writer is gone: its lock is taken over
+    assert merged["metrics"]["accuracy_before"]["n"] == 7

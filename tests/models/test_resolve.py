@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,59 @@ def test_demo_model_resolves_from_converted_cache_folder(tmp_path, monkeypatch, 
     shutil.copytree(tiny_model_dir, target)
     resolved = resolve(ModelSpec.parse("smollm2-135m"))
     assert (resolved.kind, resolved.base) == ("full", str(target))
+
+
+def test_two_ranks_converting_the_demo_model_at_once_both_succeed(tmp_path, monkeypatch):
+    """Every rank of a sharded launch converts the packaged GGUF on first use; the one whose rename comes
+    second finds the other's folder in place (the rename fails: the target is not empty) and uses it."""
+    import errno
+    import os
+
+    import transformers
+
+    from pbt_cli.models import resolve as resolve_module
+
+    class Saved:
+        def save_pretrained(self, folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Saved())
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: Saved())
+    folder = tmp_path / "models" / "smollm2-135m"
+    real_replace = os.replace
+
+    def other_rank_first(source, target):
+        Path(target).mkdir(parents=True)
+        (Path(target) / "config.json").write_text('{"by": "the other rank"}')
+        raise OSError(errno.ENOTEMPTY, "Directory not empty")
+
+    monkeypatch.setattr(resolve_module.os, "replace", other_rank_first)
+    resolve_module.convert_gguf_to_folder(tmp_path / "model.gguf", folder)
+    assert json.loads((folder / "config.json").read_text()) == {"by": "the other rank"}
+    assert [p.name for p in folder.parent.iterdir()] == ["smollm2-135m"]  # no staging copy left
+    monkeypatch.setattr(resolve_module.os, "replace", real_replace)
+
+
+def test_a_failed_demo_model_rename_with_no_folder_in_place_is_raised(tmp_path, monkeypatch):
+    import errno
+
+    import transformers
+
+    from pbt_cli.models import resolve as resolve_module
+
+    class Saved:
+        def save_pretrained(self, folder):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "config.json").write_text("{}")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Saved())
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: Saved())
+
+    def full_disk(source, target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resolve_module.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        resolve_module.convert_gguf_to_folder(tmp_path / "model.gguf", tmp_path / "models" / "smollm2-135m")
+    assert list((tmp_path / "models").iterdir()) == []
