@@ -42,11 +42,14 @@ def _shard_waiting(results: dict[str, Any], folder: Path, json_out: bool) -> boo
         print(json.dumps(results, indent=2))
         return True
     shard, done = results.get("shard") or {}, results.get("shards_complete") or []
-    count = shard.get("count", "?")
+    count = int(shard.get("count") or 0)
+    missing = [index for index in range(count) if index not in done]
+    shown = ", ".join(map(str, missing[:8])) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
     console.stderr.print(
         f"[green]shard {shard.get('index')} of {count} done[/] ({results.get('n')} samples in {folder}); "
-        f"{len(done)} of {count} shards are done, and the last one to finish writes results.json with the metrics "
-        "over all of them (or rerun any shard's command once all are done)", highlight=False)
+        f"{len(done)} of {count} shards are done (still to finish: --shard-idx {shown}), and the last one to "
+        "finish writes results.json with the metrics over all of them (or rerun any shard's command once all "
+        "are done)", highlight=False)
     return True
 
 

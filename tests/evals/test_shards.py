@@ -180,6 +180,7 @@ def test_a_slurm_array_task_runs_its_shard_and_the_last_merges(capsys, monkeypat
     first = run_cli(capsys, *args)
     assert first.exit_code == 0, first.stderr
     assert "shard 1 of 2 done" in first.stderr and "1 of 2 shards are done" in first.stderr
+    assert "still to finish: --shard-idx 0)" in first.stderr
     folder = out / "ays" / tiny_model_dir.name
     assert (folder / "results-00001-of-00002.json").is_file() and not (folder / "results.json").exists()
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
