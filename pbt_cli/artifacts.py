@@ -85,10 +85,23 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def host_tag() -> str:
+    """A short fixed tag of this host for temporary file names (host names may hold any character)."""
+    import socket
+
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def temporary_name(name: str) -> str:
+    """`.pbt-tmp-<pid>-<host tag>-<name>`: whose copy it is, so that a run cleaning up after dead processes
+    of its own host never deletes a copy another host (a shard on another node) is writing."""
+    return f".pbt-tmp-{os.getpid()}-{host_tag()}-{name}"
+
+
 def write_json(path: str | Path, value: Any) -> None:
     """Write JSON atomically (a temporary file renamed over the target); a stop waits until it is done."""
     path = Path(path)
-    tmp = path.with_name(f".pbt-tmp-{os.getpid()}-{path.name}")
+    tmp = path.with_name(temporary_name(path.name))
     with stops.critical():
         try:
             tmp.write_text(json.dumps(to_plain(value), indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -20,14 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pbt_cli.artifacts import temporary_name
 from pbt_cli.errors import PbtError
 from pbt_cli.outputs import INTERNAL_PREFIX, MANIFEST, claim_output, read_json_manifest
 
 MODEL_STAGES = ("sft", "dpo", "export")
 DATASET_STAGES = ("generate", "filter", "preprocess")
 # Left out of an upload unless --include-checkpoints: bulk and bookkeeping, not the artifact
+# An evaluation's shard files stay home: the merged samples.jsonl and results.json hold all of them.
+EVAL_SHARD_FILES = ("samples-*-of-*.jsonl", "results-*-of-*.json")
 LEFT_OUT = ("checkpoints", "checkpoints/*", "runs", "runs/*", "wandb", "wandb/*", "trackio", "trackio/*",
-            f"{INTERNAL_PREFIX}*", "*/" + f"{INTERNAL_PREFIX}*", "judge_cache.jsonl", "__pycache__", "*.pyc")
+            f"{INTERNAL_PREFIX}*", "*/" + f"{INTERNAL_PREFIX}*", "judge_cache.jsonl", "__pycache__", "*.pyc",
+            *EVAL_SHARD_FILES, *(f"*/{name}" for name in EVAL_SHARD_FILES))
 BULK = ("checkpoints", "checkpoints/*")
 
 
@@ -155,9 +159,13 @@ def write_card(artifact: Artifact, results: list[dict[str, Any]], repo_id: str |
         finally:
             lock.release()
         return artifact.path / "README.md"
+    from pbt_cli.evals.results import EVAL_MANIFESTS
+
+    # an evaluation's folder (results.json) may hold its shards' manifests too
+    manifests = EVAL_MANIFESTS if artifact.manifest_name == EVAL_MANIFESTS[0] \
+        else (artifact.manifest_name, "manifest-*-of-*.json")
     with claim_output(artifact.path, artifact.stage, outputs=outputs or ["README.md"],
-                      manifest_name=artifact.manifest_name,
-                      manifest_patterns=(artifact.manifest_name, "manifest-*-of-*.json")):
+                      manifest_name=artifact.manifest_name, manifest_patterns=manifests):
         path = artifact.path / "README.md"
         check_card_not_edited(artifact)
         path.write_text(text, encoding="utf-8")
@@ -204,7 +212,7 @@ def restore_card(artifact: Artifact, text: bytes | None) -> None:
     if text is None:
         path.unlink(missing_ok=True)
     else:
-        tmp = path.with_name(f"{INTERNAL_PREFIX}tmp-{os.getpid()}-README.md")
+        tmp = path.with_name(temporary_name("README.md"))
         tmp.write_bytes(text)
         os.replace(tmp, path)
     record_card(artifact)  # the card there now is the one pbt found (a hand-edited one is refused before)
@@ -230,7 +238,8 @@ def upload_list(artifact: Artifact, include_checkpoints: bool) -> list[str]:
 def ignore_patterns(include_checkpoints: bool) -> list[str]:
     """huggingface_hub's own patterns for what `upload_list` leaves out."""
     patterns = [f"{INTERNAL_PREFIX}*", f"**/{INTERNAL_PREFIX}*", "runs/**", "wandb/**", "trackio/**",
-                "judge_cache.jsonl", "**/__pycache__/**", "*.pyc"]
+                "judge_cache.jsonl", "**/__pycache__/**", "*.pyc", *EVAL_SHARD_FILES,
+                *(f"**/{name}" for name in EVAL_SHARD_FILES)]
     if not include_checkpoints:
         patterns.append("checkpoints/**")
     return patterns

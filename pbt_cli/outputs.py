@@ -557,9 +557,13 @@ def claim_output(path: Path | str, stage: str, *, outputs: Sequence[str], inputs
         else f"{INTERNAL_PREFIX}lock-{stem}"
     lock = FolderLock(path / lock_name, path)
     lock.acquire()
+    from pbt_cli.artifacts import host_tag
+
     for leftover in path.glob(f"{INTERNAL_PREFIX}tmp-*-*"):  # write_json's copy, of a run killed mid-write
-        pid = leftover.name.split("-")[2]
-        if pid.isdigit() and leftover.is_file() and (int(pid) == os.getpid() or not _process_alive(int(pid))):
+        _, _, pid, tag, *_ = leftover.name.split("-") + ["", ""]
+        # another host's copy (a shard on another node, its tag in the name) may be in flight: not ours to judge
+        ours = tag == host_tag() or not (len(tag) == 8 and all(c in "0123456789abcdef" for c in tag))
+        if pid.isdigit() and leftover.is_file() and ours and (int(pid) == os.getpid() or not _process_alive(int(pid))):
             leftover.unlink(missing_ok=True)
     for stale in path.glob(f"{INTERNAL_PREFIX}staging-*"):
         pid = stale.name.rsplit("-", 1)[-1]

@@ -809,3 +809,23 @@ def test_a_shard_of_a_folder_holding_other_settings_results_is_refused(capsys, t
     assert_refused(capsys, [*common, "--seed", "7", "--shard-idx", "0", "--num-shards", "2"],
                    "holds results made with other settings", "--overwrite", unchanged=(folder,))
     assert not list(folder.glob("*-of-*"))
+
+
+def test_a_run_clears_its_own_hosts_dead_copies_but_never_another_hosts(tmp_path):
+    """Shards on several nodes share one folder: a copy being written by another host (its pid means nothing
+    here) is left alone; a copy of a dead process of this host, in the old or the new name, goes."""
+    from pbt_cli.artifacts import host_tag, temporary_name
+    from pbt_cli.outputs import claim_output
+
+    out = tmp_path / "results"
+    out.mkdir()
+    assert temporary_name("results.json").startswith(".pbt-tmp-") and host_tag() in temporary_name("x")
+    other_host = "0123abcd" if host_tag() != "0123abcd" else "fedc3210"
+    elsewhere = out / f".pbt-tmp-999999999-{other_host}-results-00001-of-00002.json"
+    dead_here = out / f".pbt-tmp-999999999-{host_tag()}-results.json"
+    old_name = out / ".pbt-tmp-999999998-results.json"
+    for path in (elsewhere, dead_here, old_name):
+        path.write_text("{")
+    with claim_output(out, "eval ays", outputs=("results.json",), manifest_name="results.json"):
+        pass
+    assert elsewhere.exists() and not dead_here.exists() and not old_name.exists()

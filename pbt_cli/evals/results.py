@@ -13,6 +13,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,7 @@ class EvalRun:
         self.reused: dict[str, Any] | None = None
         self._samples: list[dict[str, Any]] = []
         self._merged: list[dict[str, Any]] | None = None
+        self._merge_written = False
         self._layout: dict[str, int] = {}
 
     @property
@@ -263,8 +265,8 @@ class EvalRun:
         from pbt_cli.config import to_plain
         from pbt_cli.tracking import TrackingOptions, report
 
-        if "metrics" not in results:
-            return
+        if "metrics" not in results or (self.shard.sharded and not self._merge_written):
+            return  # a shard reports only the merge it wrote (the others' results are the same run's)
         options = getattr(self.config, "tracking", None) or TrackingOptions()
         report(options, folder=self.path, name=f"{self.eval_name}-{self.path.name}", config=to_plain(self.config),
                metrics=results.get("metrics") or {}, samples=self.samples())
@@ -350,6 +352,8 @@ class EvalRun:
         if not self.shard.sharded:
             results["metrics"] = self.metrics_of(self._samples)
             return self.folder.write_manifest(results)
+        if not self.samples_path.is_file():  # a shard with no items (more shards than items) writes none
+            self.samples_path.touch()
         import uuid
 
         # the id lets a merge tell these files from an earlier run's of the same shard
@@ -360,8 +364,12 @@ class EvalRun:
         if merged is None:
             return {**shard_done, "merged": False, "shards_complete": shards_complete(self.path, self.settings,
                                                                                       self.shard.count)}
-        self._merged = merged[1]
-        return merged[0]
+        self.adopt(merged)
+        return merged.results
+
+    def adopt(self, merged: Merge) -> None:
+        """The whole evaluation's samples, from the merge of the shards."""
+        self._merged, self._merge_written = merged.samples, merged.written
 
 
 def shards_complete(path: Path, settings: dict[str, Any], count: int) -> list[int]:
@@ -389,11 +397,40 @@ def claim_when_free(path: Path, stage: str, **claim: Any) -> OutputFolder:
             time.sleep(0.5)
 
 
+@dataclass(frozen=True)
+class Merge:
+    """A merge's outcome: the whole evaluation's results and samples; `written` when this call wrote them
+    (only the writer reports them to a tracker), not when it found them merged already."""
+
+    results: dict[str, Any]
+    samples: list[dict[str, Any]]
+    written: bool
+
+
+def _shard_parts(path: Path, names: Sequence[tuple[str, str]],
+                 manifests: Sequence[dict[str, Any]]) -> list[list[list[dict[str, Any]]]]:
+    """Each shard's samples, grouped per item, checked against its manifest's counts."""
+    parts = []
+    for (_, samples_name), manifest in zip(names, manifests, strict=True):
+        layout = manifest.get("shard") or {}
+        per_item = int(layout.get("samples_per_item") or 1)
+        records = read_samples(path / samples_name) if int(layout.get("items", -1)) else []
+        if len(records) != int(layout.get("items", -1)) * per_item:
+            raise PbtError(f"{path / samples_name} holds {len(records)} samples where its manifest counts "
+                           f"{layout.get('items')} items of {per_item}; rerun that shard with --overwrite")
+        parts.append([records[i: i + per_item] for i in range(0, len(records), per_item)])
+    totals = {(manifest.get("shard") or {}).get("total_items") for manifest in manifests}
+    if len(totals) != 1 or sum(len(part) for part in parts) != totals.pop():
+        raise PbtError(f"the shards in {path} did not split the same items (their manifests disagree on the "
+                       "count); rerun them with --overwrite")
+    return parts
+
+
 def merge_shards(path: Path, eval_name: str, config: Any, settings: dict[str, Any], count: int,
-                 metrics_of: MetricsOf, *, overwrite: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+                 metrics_of: MetricsOf, *, overwrite: bool = False) -> Merge | None:
     """When all `count` shards in `path` are complete with these settings: write `samples.jsonl` (items in
-    the selection's order) and `results.json` (the metrics over every sample) and return them with the
-    samples; None while a shard is still to finish.
+    the selection's order) and `results.json` (the metrics over every sample); None while a shard is
+    still to finish.
 
     Safe to call from every shard as it finishes: the check runs under the folder's own lock, taken
     after this shard wrote `complete`, so the last of several shards finishing at once sees them all.
@@ -403,48 +440,48 @@ def merge_shards(path: Path, eval_name: str, config: Any, settings: dict[str, An
         return None
     with claim_when_free(path, stage, outputs=EVAL_OUTPUTS, overwrite=overwrite, manifest_name=RESULTS,
                          manifest_patterns=EVAL_MANIFESTS) as folder:
-        if len(shards_complete(path, settings, count)) < count:  # a shard's rerun with --overwrite began meanwhile
-            return None
+        # read again under the lock: another shard may have merged while this one waited for it
+        folder.previous = read_json_manifest(path / RESULTS) if (path / RESULTS).is_file() else None
         names = [shard_files(Shard(index, count)) for index in range(count)]
-        manifests = [read_json_manifest(path / results_name) for results_name, _ in names]
+        manifests = [read_json_manifest(path / results_name) if (path / results_name).is_file() else {}
+                     for results_name, _ in names]
         sources = {results_name: (manifest.get("shard") or {}).get("run_id")
                    for (results_name, _), manifest in zip(names, manifests, strict=True)}
+        if len(shards_complete(path, settings, count)) < count:  # a shard's rerun with --overwrite began meanwhile
+            return None
         previous = folder.previous
         if previous is not None and previous.get("status") == "complete" \
                 and (previous.get("shards") or {}).get("sources") == sources and previous.get("settings") == settings:
-            return previous, read_samples(path / SAMPLES)
+            return Merge(previous, read_samples(path / SAMPLES), written=False)
         if previous is not None and previous.get("settings") != settings and not overwrite:
             raise PbtError(f"{path / RESULTS} holds results made with other settings "
                            f"({', '.join(folder.differing_settings(settings))}); the shards are done but were not "
                            "merged; rerun a shard's command with --overwrite to replace those results")
-        parts = []
-        for (_, samples_name), manifest in zip(names, manifests, strict=True):
-            layout = manifest.get("shard") or {}
-            per_item = int(layout.get("samples_per_item") or 1)
-            records = read_samples(path / samples_name)
-            if len(records) != int(layout.get("items", -1)) * per_item:
-                raise PbtError(f"{path / samples_name} holds {len(records)} samples where its manifest counts "
-                               f"{layout.get('items')} items of {per_item}; rerun that shard with --overwrite")
-            parts.append([records[i: i + per_item] for i in range(0, len(records), per_item)])
-        totals = {(manifest.get("shard") or {}).get("total_items") for manifest in manifests}
-        if len(totals) != 1 or sum(len(part) for part in parts) != totals.pop():
-            raise PbtError(f"the shards in {path} did not split the same items (their manifests disagree on the "
-                           "count); rerun them with --overwrite")
+        try:
+            parts = _shard_parts(path, names, manifests)
+        except (PbtError, OSError):
+            still = {name: (read_json_manifest(path / name).get("shard") or {}).get("run_id")
+                     if (path / name).is_file() else None for name, _ in names}
+            if still != sources:  # a shard's rerun (--overwrite) replaced its files while they were read
+                return None
+            raise
         samples = interleave(parts)
         first = manifests[0]
         results = {key: value for key, value in first.items() if key not in ("shard", "outputs", "progress")}
         results.update(status="complete", n=len(samples), metrics=metrics_of(samples),
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                       shards={"count": count, "sources": sources, "launcher": (first.get("shard") or {}).get("launcher")})
+                       shards={"count": count, "sources": sources, "launcher": (first.get("shard") or {}).get("launcher"),
+                               "commands": [manifest.get("command") for manifest in manifests]})
         if isinstance(results.get("config"), dict):
             results["config"] = {**results["config"], "shard": None}  # the layout is under "shards"
         with stops.critical():
-            folder.remove_owned()  # what an earlier run wrote here: its results, samples, card, tracking
-            folder.write_manifest({**results, "status": "running"})  # claims samples.jsonl before it exists
+            # `running` first: a kill from here on leaves no complete results.json over missing samples
+            folder.write_manifest({**results, "status": "running"})  # it claims samples.jsonl before it exists
+            folder.remove_owned(keep=(RESULTS,))  # what an earlier run wrote here: samples, card, tracking
             write_jsonl(path / SAMPLES, samples)
             folder.write_manifest(results)
         log.info("merged %d shards of %s into %s (%d samples)", count, eval_name, path, len(samples))
-        return folder.written_manifest or results, samples
+        return Merge(folder.written_manifest or results, samples, written=True)
 
 
 def _base_weights(config: Any) -> dict[str, Any]:
@@ -481,9 +518,8 @@ def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, metric
     with folder.releasing_on_error():
         if overwrite:
             folder.remove_owned()
-        elif (previous := folder.finished_run(settings, "results", where=path / results_name)) is not None:
-            run.reused = {**previous, "reused": True}
-        if shard.sharded and not overwrite:
+            return run
+        if shard.sharded:
             whole = path / RESULTS
             done = read_json_manifest(whole) if whole.is_file() else None
             if done is not None and done.get("settings") != settings:
@@ -491,11 +527,17 @@ def open_eval(out: Path, eval_name: str, model_name: str, config: Any, *, metric
                                "--overwrite to replace them")
             if done is not None and done.get("status") == "complete":
                 run.reused = {**done, "reused": True}  # the whole evaluation is done, in whatever layout
-            elif run.reused is not None:  # this shard is done: merge, if every shard is
-                merged = merge_shards(path, eval_name, config, settings, shard.count, metrics_of)
-                run.reused = {**(merged[0] if merged else {**run.reused, "merged": False, "shards_complete":
-                                                          shards_complete(path, settings, shard.count)}),
-                              "reused": True}
+                return run
+        previous = folder.finished_run(settings, "results", where=path / results_name)
+        if previous is not None and shard.sharded:  # this shard is done: merge, if every shard is
+            merged = merge_shards(path, eval_name, config, settings, shard.count, metrics_of)
+            if merged is not None:
+                run.adopt(merged)
+                run.track(merged.results)
+            previous = merged.results if merged else {**previous, "merged": False,
+                                                      "shards_complete": shards_complete(path, settings, shard.count)}
+        if previous is not None:
+            run.reused = {**previous, "reused": True}
     return run
 
 

@@ -239,3 +239,93 @@ def test_a_merge_waits_for_a_live_writer_then_says_how_to_finish(tmp_path, monke
     assert json.loads((folder / "results-00001-of-00002.json").read_text())["status"] == "complete"
     merged, *_ = test_ays.run(tmp_path, shard=Shard(1, 2))  # the writer is gone: its lock is taken over
     assert merged["metrics"]["accuracy_before"]["n"] == 7
+
+
+# --- found in review: edges of the merge -------------------------------------------------------------------
+
+
+def test_more_shards_than_items_still_merge(tmp_path):
+    """A shard whose share is empty (torchrun with 8 ranks over 2 questions) is done at once and merges."""
+    for index in range(3):
+        results, folder, *_ = test_ays.run(tmp_path, limit=2, shard=Shard(index, 3))
+    assert results["n"] == 2 and results["metrics"]["accuracy_before"]["n"] == 2
+    assert (folder / "samples-00002-of-00003.jsonl").read_text() == ""
+
+
+def test_only_the_process_that_writes_the_merge_reports_to_a_tracker(tmp_path, monkeypatch):
+    import pbt_cli.tracking
+
+    reported = []
+    monkeypatch.setattr(pbt_cli.tracking, "report", lambda options, **kwargs: reported.append(kwargs["metrics"]))
+    test_ays.run(tmp_path, shard=Shard(0, 2))
+    assert reported == []  # a shard alone has no metrics to report
+    merged, folder, *_ = test_ays.run(tmp_path, shard=Shard(1, 2))
+    assert reported == [merged["metrics"]]
+    test_ays.run(tmp_path, shard=Shard(0, 2))  # reused: nothing new to report
+    assert len(reported) == 1
+    (folder / "results.json").unlink()
+    (folder / "samples.jsonl").unlink()
+    test_ays.run(tmp_path, shard=Shard(0, 2))  # the rerun that writes the merge reports it
+    assert len(reported) == 2
+
+
+def test_a_shard_replaced_while_its_files_are_read_is_left_to_merge_itself(tmp_path, monkeypatch):
+    """Shard 0 rerun with --overwrite deletes its files just as shard 1 merges: shard 1 does not fail (the
+    launch would lose a rank); it leaves the merge to shard 0, which finishes later."""
+    import pbt_cli.evals.results as results_module
+
+    _, folder, *_ = test_ays.run(tmp_path, shard=Shard(0, 2))
+    real = results_module._shard_parts
+
+    def replaced_meanwhile(path, names, manifests):
+        manifest = json.loads((folder / "results-00000-of-00002.json").read_text())
+        (folder / "samples-00000-of-00002.jsonl").unlink()
+        (folder / "results-00000-of-00002.json").write_text(json.dumps({**manifest, "status": "running",
+                                                                         "shard": {}}))
+        return real(path, names, manifests)
+
+    monkeypatch.setattr(results_module, "_shard_parts", replaced_meanwhile)
+    waiting, *_ = test_ays.run(tmp_path, shard=Shard(1, 2))
+    assert waiting["merged"] is False and not (folder / "results.json").exists()
+    monkeypatch.undo()
+    merged, *_ = test_ays.run(tmp_path, shard=Shard(0, 2))  # shard 0 runs again and merges
+    assert merged["metrics"]["accuracy_before"]["n"] == 7
+
+
+def test_a_merge_cut_short_never_leaves_complete_results_over_missing_samples(tmp_path, monkeypatch):
+    import pbt_cli.evals.results as results_module
+
+    test_ays.run(tmp_path, shard=Shard(0, 2))
+    merged, folder, *_ = test_ays.run(tmp_path, shard=Shard(1, 2))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results_module, "write_jsonl", disk_full)
+    with pytest.raises(OSError):
+        test_ays.run(tmp_path, shard=Shard(1, 2), overwrite=True)
+    assert json.loads((folder / "results.json").read_text())["status"] == "failed"  # never complete
+    monkeypatch.undo()
+    redone, *_ = test_ays.run(tmp_path, shard=Shard(0, 2))  # any shard's rerun finishes the merge
+    assert redone["metrics"] == merged["metrics"] and len(lines(folder / "samples.jsonl")) == 7
+
+
+def test_whole_results_are_reused_even_over_a_stale_shard_of_other_settings(tmp_path):
+    test_ays.run(tmp_path, shard=Shard(0, 2), seed=7)  # an old shard, other settings
+    whole, folder, *_ = test_ays.run(tmp_path)
+    reused, *_ = test_ays.run(tmp_path, shard=Shard(0, 2))
+    assert reused["reused"] is True and reused["metrics"] == whole["metrics"]
+
+
+def test_card_and_push_of_a_merged_sharded_evaluation(capsys, tmp_path):
+    from pbt_cli.hub import read_artifact, upload_list
+
+    test_ays.run(tmp_path, shard=Shard(0, 2))
+    _, folder, *_ = test_ays.run(tmp_path, shard=Shard(1, 2))
+    result = run_cli(capsys, "card", folder)
+    assert result.exit_code == 0, result.stderr
+    assert (folder / "README.md").is_file()
+    files = upload_list(read_artifact(folder), include_checkpoints=False)
+    assert sorted(files) == ["README.md", "results.json", "samples.jsonl"]  # the shard files stay home
+    root = upload_list(read_artifact(tmp_path / "results"), include_checkpoints=False)
+    assert not [name for name in root if "-of-" in name] and "ays/model-x/samples.jsonl" in root
