@@ -12,6 +12,7 @@ import math
 import os
 import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -354,8 +355,6 @@ class EvalRun:
             return self.folder.write_manifest(results)
         if not self.samples_path.is_file():  # a shard with no items (more shards than items) writes none
             self.samples_path.touch()
-        import uuid
-
         # the id lets a merge tell these files from an earlier run's of the same shard
         shard_done = self.folder.write_manifest({**results, "shard": {**self._shard_record(),
                                                                      "run_id": uuid.uuid4().hex}})
@@ -372,16 +371,24 @@ class EvalRun:
         self._merged, self._merge_written = merged.samples, merged.written
 
 
+def _shard_manifests(path: Path, count: int) -> dict[str, dict[str, Any]]:
+    """Each shard's manifest by file name ({} for a shard not started)."""
+    names = [shard_files(Shard(index, count))[0] for index in range(count)]
+    return {name: read_json_manifest(path / name) if (path / name).is_file() else {} for name in names}
+
+
+def _is_done(manifest: dict[str, Any], settings: dict[str, Any]) -> bool:
+    return manifest.get("status") == "complete" and manifest.get("settings") == settings
+
+
+def _run_ids(manifests: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {name: (manifest.get("shard") or {}).get("run_id") for name, manifest in manifests.items()}
+
+
 def shards_complete(path: Path, settings: dict[str, Any], count: int) -> list[int]:
     """Indices of the shards of `count` whose results are complete with these settings."""
-    done = []
-    for index in range(count):
-        manifest_path = path / shard_files(Shard(index, count))[0]
-        if manifest_path.is_file():
-            manifest = read_json_manifest(manifest_path)
-            if manifest.get("status") == "complete" and manifest.get("settings") == settings:
-                done.append(index)
-    return done
+    return [index for index, manifest in enumerate(_shard_manifests(path, count).values())
+            if _is_done(manifest, settings)]
 
 
 def claim_when_free(path: Path, stage: str, **claim: Any) -> OutputFolder:
@@ -443,11 +450,9 @@ def merge_shards(path: Path, eval_name: str, config: Any, settings: dict[str, An
         # read again under the lock: another shard may have merged while this one waited for it
         folder.previous = read_json_manifest(path / RESULTS) if (path / RESULTS).is_file() else None
         names = [shard_files(Shard(index, count)) for index in range(count)]
-        manifests = [read_json_manifest(path / results_name) if (path / results_name).is_file() else {}
-                     for results_name, _ in names]
-        sources = {results_name: (manifest.get("shard") or {}).get("run_id")
-                   for (results_name, _), manifest in zip(names, manifests, strict=True)}
-        if len(shards_complete(path, settings, count)) < count:  # a shard's rerun with --overwrite began meanwhile
+        by_name = _shard_manifests(path, count)
+        manifests, sources = list(by_name.values()), _run_ids(by_name)
+        if not all(_is_done(manifest, settings) for manifest in manifests):  # a shard's rerun began meanwhile
             return None
         previous = folder.previous
         if previous is not None and previous.get("status") == "complete" \
@@ -460,9 +465,7 @@ def merge_shards(path: Path, eval_name: str, config: Any, settings: dict[str, An
         try:
             parts = _shard_parts(path, names, manifests)
         except (PbtError, OSError):
-            still = {name: (read_json_manifest(path / name).get("shard") or {}).get("run_id")
-                     if (path / name).is_file() else None for name, _ in names}
-            if still != sources:  # a shard's rerun (--overwrite) replaced its files while they were read
+            if _run_ids(_shard_manifests(path, count)) != sources:  # a shard's rerun replaced its files meanwhile
                 return None
             raise
         samples = interleave(parts)

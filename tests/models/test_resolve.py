@@ -108,15 +108,10 @@ def test_demo_model_resolves_from_converted_cache_folder(tmp_path, monkeypatch, 
     assert (resolved.kind, resolved.base) == ("full", str(target))
 
 
-def test_two_ranks_converting_the_demo_model_at_once_both_succeed(tmp_path, monkeypatch):
-    """Every rank of a sharded launch converts the packaged GGUF on first use; the one whose rename comes
-    second finds the other's folder in place (the rename fails: the target is not empty) and uses it."""
-    import errno
-    import os
-
+@pytest.fixture
+def loads_as_saved(monkeypatch):
+    """transformers' loaders replaced by objects whose save_pretrained writes a bare config.json."""
     import transformers
-
-    from pbt_cli.models import resolve as resolve_module
 
     class Saved:
         def save_pretrained(self, folder):
@@ -125,8 +120,16 @@ def test_two_ranks_converting_the_demo_model_at_once_both_succeed(tmp_path, monk
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Saved())
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: Saved())
+
+
+def test_two_ranks_converting_the_demo_model_at_once_both_succeed(tmp_path, monkeypatch, loads_as_saved):
+    """Every rank of a sharded launch converts the packaged GGUF on first use; the one whose rename comes
+    second finds the other's folder in place (the rename fails: the target is not empty) and uses it."""
+    import errno
+
+    from pbt_cli.models import resolve as resolve_module
+
     folder = tmp_path / "models" / "smollm2-135m"
-    real_replace = os.replace
 
     def other_rank_first(source, target):
         Path(target).mkdir(parents=True)
@@ -137,23 +140,12 @@ def test_two_ranks_converting_the_demo_model_at_once_both_succeed(tmp_path, monk
     resolve_module.convert_gguf_to_folder(tmp_path / "model.gguf", folder)
     assert json.loads((folder / "config.json").read_text()) == {"by": "the other rank"}
     assert [p.name for p in folder.parent.iterdir()] == ["smollm2-135m"]  # no staging copy left
-    monkeypatch.setattr(resolve_module.os, "replace", real_replace)
 
 
-def test_a_failed_demo_model_rename_with_no_folder_in_place_is_raised(tmp_path, monkeypatch):
+def test_a_failed_demo_model_rename_with_no_folder_in_place_is_raised(tmp_path, monkeypatch, loads_as_saved):
     import errno
 
-    import transformers
-
     from pbt_cli.models import resolve as resolve_module
-
-    class Saved:
-        def save_pretrained(self, folder):
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "config.json").write_text("{}")
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda *a, **k: Saved())
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: Saved())
 
     def full_disk(source, target):
         raise OSError(errno.ENOSPC, "No space left on device")
