@@ -86,7 +86,7 @@ def build_tiny_model(folder: Path, *, with_template: bool = True, seed: int = 0)
     tokenizer = build_tiny_tokenizer(folder, with_template=with_template)
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          tie_word_embeddings=False)
     model = LlamaForCausalLM(config)
