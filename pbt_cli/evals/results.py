@@ -8,6 +8,7 @@ settings and never delete what they did not write, like every other stage (pbt_c
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -389,6 +390,41 @@ def shards_complete(path: Path, settings: dict[str, Any], count: int) -> list[in
     """Indices of the shards of `count` whose results are complete with these settings."""
     return [index for index, manifest in enumerate(_shard_manifests(path, count).values())
             if _is_done(manifest, settings)]
+
+
+_SHARD_SAMPLES = re.compile(r"samples-(\d+)-of-(\d+)\.jsonl")
+
+
+def unmerged_shard_samples(path: Path) -> tuple[list[Path], list[Path]]:
+    """(shown, left out): the samples files of the shards in `path` that belong to one run, and the rest.
+
+    A folder can hold shards of two layouts (a rerun with another --num-shards) or of other settings (a
+    rerun with another seed): their samples together would count some items twice and mix two runs. The
+    shards shown are those of the layout and settings written to last; the others are named, not shown.
+    """
+    groups: dict[tuple[int, str], list[tuple[int, Path, float]]] = {}
+    for samples in path.glob("samples-*-of-*.jsonl"):
+        found = _SHARD_SAMPLES.fullmatch(samples.name)
+        if not found:
+            continue
+        index, count = int(found[1]), int(found[2])
+        results = path / shard_files(Shard(index, count))[0]
+        manifest = read_json_manifest(results) if results.is_file() else {}
+        key = (count, json.dumps(manifest.get("settings"), sort_keys=True, default=str))
+        written = max(_modified(samples), _modified(results))
+        groups.setdefault(key, []).append((index, samples, written))
+    if not groups:
+        return [], []
+    newest = max(groups, key=lambda key: max(written for *_, written in groups[key]))
+    shown = [samples for _, samples, _ in sorted(groups.pop(newest))]
+    return shown, sorted(samples for group in groups.values() for _, samples, _ in group)
+
+
+def _modified(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # not written yet, or a merge removing it just now
+        return 0.0
 
 
 def claim_when_free(path: Path, stage: str, **claim: Any) -> OutputFolder:

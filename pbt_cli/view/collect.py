@@ -243,9 +243,16 @@ class Collector:
         if stage.startswith("eval ") or (folder / "samples.jsonl").is_file() or shards:
             if (folder / "samples.jsonl").is_file():
                 self._add_samples(folder / "samples.jsonl")
-            else:  # an evaluation's shards, not merged yet: what each has written so far
-                for shard in shards:
+            else:  # an evaluation's shards, not merged yet: what each shard of one run has written so far
+                from pbt_cli.evals.results import unmerged_shard_samples
+
+                shown, left_out = unmerged_shard_samples(folder)
+                for shard in shown:
                     self._add_samples(shard)
+                if left_out:
+                    self.data.notes.append(
+                        f"{folder}: {len(left_out)} shard file(s) of another --num-shards or other settings are not "
+                        f"shown ({', '.join(p.name for p in left_out)}); the newest run's shards are")
             return
         if depth >= 4:
             return

@@ -152,6 +152,38 @@ def test_report_and_view_of_shards_not_merged_yet(capsys, tmp_path):
         folder / "samples-00000-of-00002.jsonl")} and all(sample["eval"] == "ays" for sample in data.samples)
 
 
+def test_view_of_unmerged_shards_shows_one_run_never_two_layouts_or_settings(tmp_path):
+    """Shards of an abandoned --num-shards 2 run, then of --num-shards 3: view shows the newer run's shards
+    (each item once), names the others; a newer shard of other settings (another seed) is a run of its own."""
+    from pbt_cli.view.collect import Collector
+
+    def view() -> tuple[list[str], list[str]]:
+        collector = Collector()
+        collector.add(tmp_path / "results")
+        data = collector.finish()
+        return [sample["id"] for sample in data.samples], data.notes
+
+    def ids(*names: str) -> list[str]:
+        return [s["question_id"] for name in names for s in lines(folder / name)]
+
+    _, folder, *_ = test_ays.run(tmp_path, shard=Shard(0, 2))
+    for index in (0, 1):
+        test_ays.run(tmp_path, shard=Shard(index, 3))
+    for name in os.listdir(folder):  # file times that say which run came later, whatever the clock's grain
+        later = 200 if "of-00003" in name else 100
+        os.utime(folder / name, (later, later))
+    shown, notes = view()
+    assert shown == ids("samples-00000-of-00003.jsonl", "samples-00001-of-00003.jsonl")
+    assert len(shown) == len(set(shown))
+    assert any("samples-00000-of-00002.jsonl" in note and "not shown" in note for note in notes), notes
+
+    test_ays.run(tmp_path, shard=Shard(2, 3), seed=7)
+    os.utime(folder / "results-00002-of-00003.json", (300, 300))
+    shown, notes = view()
+    assert shown == ids("samples-00002-of-00003.jsonl")
+    assert any("samples-00000-of-00003.jsonl" in note and "samples-00000-of-00002.jsonl" in note for note in notes)
+
+
 # --- the launcher chooses the shard -----------------------------------------------------------------------
 
 
